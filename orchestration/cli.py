@@ -1,0 +1,83 @@
+"""The ``solrl`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestration.config import ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Rollout-scaled RL post-training for text-to-image diffusion models.")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML job config (see configs/).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: key.path=value (repeatable).")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(config: Path, overrides: list[str] | None):
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(config: ConfigOpt, overrides: SetOpt = None) -> None:
+    """Validate a config and print it with every default filled in."""
+    cfg = _load(config, overrides)
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+@app.command()
+def train(
+    config: ConfigOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for metrics, samples, summary.")],
+    overrides: SetOpt = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run every role in this process.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a training job (Sol-RL or a baseline, per the config's method)."""
+    _setup_logging(verbose)
+    cfg = _load(config, overrides)
+    if not in_process:
+        console.print("[red]The Ray runtime is not built yet; run with --in-process.[/red]")
+        raise typer.Exit(2)
+    from orchestration.runner import run_training
+
+    summary = run_training(cfg, out, show_progress=sys.stderr.isatty() or True)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("build-tiny")
+def build_tiny(
+    family: Annotated[str, typer.Argument(help="sd3, flux or sana")] = "sd3",
+    root: Annotated[Path | None, typer.Option(help="Where to write (default ~/.cache/solrl/tiny).")] = None,
+) -> None:
+    """Build the tiny random-init model of a family in diffusers layout and print its path."""
+    from workers.models.tiny import ensure_tiny_model
+
+    try:
+        typer.echo(str(ensure_tiny_model(family, root)))
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,268 @@
+"""Pydantic models of every RL job spec: the one source of truth for validation.
+
+YAML presets in configs/, the CLI and (later) the REST API all validate against ``TrainJobConfig``.
+Unknown keys are errors (``extra="forbid"``); cross-field rules live in model validators and name
+the field and the fix. The baselines of the paper are *settings* of the same loop (``method``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Method = Literal["solrl", "diffusionnft", "naive_scaling", "naive_quant", "flow_grpo"]
+Precision = Literal["bf16", "fp8", "nvfp4"]
+Solver = Literal["euler", "dpm2"]
+SelectionMode = Literal["best_worst", "random", "extremes_random", "mean_deviation"]
+DType = Literal["bfloat16", "float16", "float32"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    path: str = Field(
+        "tiny:sd3",
+        description="Local diffusers-layout directory, or tiny:<sd3|flux|sana> for the built-in tiny family.",
+    )
+    height: PositiveInt = Field(32, description="Image height in pixels.")
+    width: PositiveInt = Field(32, description="Image width in pixels.")
+    dtype: DType = Field("bfloat16", description="Weights dtype of the policy and its BF16 copies.")
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N.")
+    max_sequence_length: PositiveInt = Field(8, description="Text tokens for the T5/Gemma encoders.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        if value.startswith("tiny:"):
+            family = value.split(":", 1)[1]
+            if family not in ("sd3", "flux", "sana"):
+                raise ValueError(f"unknown tiny family {family!r}; use tiny:sd3, tiny:flux or tiny:sana")
+            return value
+        path = Path(value).expanduser()
+        if not (path / "model_index.json").is_file():
+            what = "does not exist" if not path.exists() else "has no model_index.json"
+            raise ValueError(
+                f"{value!r} {what}; point model.path at a local diffusers-layout directory "
+                "(the folder with model_index.json) or use tiny:sd3"
+            )
+        return value
+
+
+class LoraSettings(_Strict):
+    enabled: bool = Field(True, description="LoRA adapters (true) or full fine-tuning (false).")
+    rank: PositiveInt = Field(32, description="LoRA rank r.")
+    alpha: float = Field(64.0, gt=0, description="LoRA alpha (scaling = alpha / r).")
+
+
+class PromptsConfig(_Strict):
+    source: str = Field(
+        "builtin:shapes", description="builtin:shapes (procedural captions) or a text file, one prompt per line."
+    )
+    per_iteration: PositiveInt = Field(4, description="Prompts P per iteration.")
+    heldout_count: PositiveInt = Field(8, description="Held-out prompts used for evaluation (never trained on).")
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        if value.startswith("builtin:"):
+            if value != "builtin:shapes":
+                raise ValueError(f"unknown builtin prompt set {value!r}; use builtin:shapes or a file path")
+        elif not Path(value).expanduser().is_file():
+            raise ValueError(f"prompt file {value!r} does not exist; give a text file with one prompt per line")
+        return value
+
+
+class RolloutConfig(_Strict):
+    """Stage 1: the large candidate pool, sampled cheaply."""
+
+    num_candidates: PositiveInt = Field(96, description="Candidates N per prompt.")
+    precision: Precision = Field("nvfp4", description="Precision of the stage-1 proxy policy.")
+    num_steps: PositiveInt = Field(6, description="ODE steps of stage 1.")
+    batch_size: PositiveInt = Field(96, description="Candidates per forward batch.")
+    min_dim: int | None = Field(
+        None, ge=0, description="Skip linears with max(in, out) <= min_dim; null = the family's default."
+    )
+
+
+class RegenConfig(_Strict):
+    """Stage 2: the selected candidates regenerated in BF16 from the same seeds."""
+
+    num_selected: PositiveInt = Field(24, description="Candidates K per prompt that train.")
+    selection: SelectionMode = Field("best_worst", description="How K are chosen from N by proxy reward.")
+    num_steps: PositiveInt = Field(10, description="ODE steps of the BF16 regeneration.")
+    batch_size: PositiveInt = Field(24, description="Candidates per forward batch.")
+
+
+class SamplerConfig(_Strict):
+    solver: Solver = Field("dpm2", description="ODE solver of both stages (euler or dpm2).")
+    shift: float = Field(1.0, gt=0, description="SD3-style time shift of the sigma grid.")
+
+
+class RewardConfig(_Strict):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"jpeg_compressibility": 1.0}, description="Reward name -> weight (summed)."
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
+        from workers.rewards import REWARDS
+
+        if not value:
+            raise ValueError("give at least one reward, e.g. {jpeg_compressibility: 1.0}")
+        unknown = sorted(set(value) - set(REWARDS))
+        if unknown:
+            raise ValueError(f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}")
+        if sum(value.values()) <= 0:
+            raise ValueError("reward weights must sum to a positive number")
+        return value
+
+
+class NftSettings(_Strict):
+    beta: float = Field(1.0, gt=0, description="NFT guidance strength beta.")
+    kl_beta: float = Field(1e-4, ge=0, description="Weight of the velocity KL to the base model.")
+    adv_clip: float = Field(5.0, gt=0, description="Advantage clip (also scales r).")
+
+
+class GrpoSettings(_Strict):
+    clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon on the per-step ratio.")
+    kl_beta: float = Field(0.04, ge=0, description="Weight of the KL to the reference policy.")
+    noise_level: float = Field(0.7, gt=0, description="SDE noise level a (sigma_t = a sqrt(t/(1-t))).")
+    sde_window_size: int = Field(0, ge=0, description="0 = all steps SDE; >0 = Flow-GRPO-Fast window.")
+    sde_window_range: tuple[int, int] | None = Field(None, description="[lo, hi) steps where the window starts.")
+
+
+class TrainSettings(_Strict):
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (0 is not allowed; use iterations: 0).")
+    betas: tuple[float, float] = Field((0.9, 0.999))
+    weight_decay: float = Field(1e-4, ge=0)
+    eps: float = Field(1e-8, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    timestep_fraction: float = Field(0.6, gt=0, le=1, description="Share of the regen steps trained per sample.")
+    micro_batch_size: PositiveInt = Field(8, description="Samples per forward/backward.")
+    global_std: bool = Field(True, description="Advantage std over the whole batch (else per prompt).")
+    old_decay_type: Literal[1, 2] = Field(1, description="Old-adapter EMA schedule (1: min(0.001 k, 0.5)).")
+    ema_decay: float = Field(0.9, ge=0, lt=1, description="EMA of trained params used for evaluation.")
+    nft: NftSettings = NftSettings()
+    grpo: GrpoSettings = GrpoSettings()
+    update: bool = Field(True, description="false = run the loop without optimizer steps (a control run).")
+
+
+class EvalConfig(_Strict):
+    every: int = Field(5, ge=0, description="Evaluate held-out prompts every N iterations (0 = first/last only).")
+    num_steps: PositiveInt = Field(10, description="ODE steps of evaluation sampling.")
+    seeds_per_prompt: PositiveInt = Field(2, description="Fixed seeds per held-out prompt.")
+    use_ema: bool = Field(True, description="Evaluate with the EMA weights (the paper's protocol).")
+
+
+class OutputConfig(_Strict):
+    sample_grid_every: int = Field(0, ge=0, description="Also write a grid every N iterations (0 = last only).")
+    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N iterations (0 = only at the end).")
+
+
+class TrainJobConfig(_Strict):
+    """A complete RL job: ``method`` picks Sol-RL or one of the paper's baselines."""
+
+    method: Method = Field("solrl", description="solrl, diffusionnft, naive_scaling, naive_quant or flow_grpo.")
+    seed: int = Field(42, ge=0, description="Run seed: every candidate's noise derives from it.")
+    iterations: int = Field(10, ge=0, description="Training iterations.")
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    prompts: PromptsConfig = PromptsConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    regen: RegenConfig = RegenConfig()
+    reward: RewardConfig = RewardConfig()
+    train: TrainSettings = TrainSettings()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainJobConfig:
+        n, k = self.rollout.num_candidates, self.regen.num_selected
+        if k > n:
+            raise ValueError(
+                f"regen.num_selected (K={k}) exceeds rollout.num_candidates (N={n}); set N >= K"
+            )
+        if self.method in ("solrl", "naive_scaling", "naive_quant") and self.regen.selection == "best_worst" and k % 2:
+            raise ValueError(f"regen.num_selected (K={k}) must be even for selection best_worst (K/2 best + K/2 worst)")
+        if self.method in ("diffusionnft", "flow_grpo") and n != k:
+            raise ValueError(
+                f"method {self.method} trains on every candidate: set rollout.num_candidates = regen.num_selected "
+                f"(now N={n}, K={k})"
+            )
+        if self.method in ("solrl", "naive_quant") and self.rollout.precision == "bf16":
+            raise ValueError(
+                f"method {self.method} needs a low-precision stage 1: set rollout.precision to fp8 or nvfp4 "
+                "(or use method naive_scaling for BF16 exploration)"
+            )
+        g = self.train.grpo
+        if self.method == "flow_grpo" and g.sde_window_size > self.regen.num_steps:
+            raise ValueError(
+                f"train.grpo.sde_window_size ({g.sde_window_size}) exceeds regen.num_steps ({self.regen.num_steps})"
+            )
+        return self
+
+    @property
+    def objective(self) -> Literal["nft", "grpo"]:
+        return "grpo" if self.method == "flow_grpo" else "nft"
+
+
+class ConfigError(ValueError):
+    """A job spec failed validation; the message names each failing field."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against the config reference in README.md)"
+        lines.append(f"{loc}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict, overrides: list[str] | None = None) -> TrainJobConfig:
+    """Validate a dict (e.g. loaded YAML) plus ``key.path=value`` overrides into a config."""
+    data = dict(data)
+    for item in overrides or []:
+        _apply_override(data, item)
+    try:
+        return TrainJobConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainJobConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return parse_config(data, overrides)
+
+
+def _apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value (e.g. iterations=3)")
+    key, raw = item.split("=", 1)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[part] = dict(child)
+        node = node[part]
+    node[parts[-1]] = yaml.safe_load(raw)

@@ -1,0 +1,74 @@
+"""Prompt sets and their deterministic order: train/held-out split and the per-iteration batch.
+
+The order of prompts is a pure function of (run seed, iteration), so a resumed run sees exactly
+the prompts an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
+SHAPES = ("circle", "square", "triangle", "star", "cube", "ball")
+COUNTS = ("a", "two", "three", "four")
+RELATIONS = ("left of", "right of", "above", "below")
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def builtin_shapes() -> list[str]:
+    """Procedural captions: counted coloured objects and pairs in spatial relations."""
+    singles = [
+        f"{_a(c) if n == 'a' else n} {c} {s}{'' if n == 'a' else 's'}"
+        for n, c, s in itertools.product(COUNTS, COLOURS, SHAPES)
+    ]
+    pairs = [
+        f"{_a(c1)} {c1} {s1} {rel} {_a(c2)} {c2} {s2}"
+        for (c1, s1), rel, (c2, s2) in itertools.product(
+            itertools.product(COLOURS[:4], SHAPES[:3]), RELATIONS, itertools.product(COLOURS[4:], SHAPES[3:])
+        )
+    ]
+    return singles + pairs
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """All prompts of a job with a fixed held-out split; ids are indices into ``prompts``."""
+
+    prompts: tuple[str, ...]
+    train_ids: tuple[int, ...]
+    heldout_ids: tuple[int, ...]
+
+    def batch(self, run_seed: int, iteration: int, size: int) -> list[int]:
+        """Train prompt ids for ``iteration``: epoch-wise shuffles seeded by (run_seed, epoch)."""
+        n = len(self.train_ids)
+        start = iteration * size
+        ids: list[int] = []
+        for pos in range(start, start + size):
+            epoch, offset = divmod(pos, n)
+            order = np.random.default_rng([run_seed, epoch]).permutation(n)
+            ids.append(self.train_ids[int(order[offset])])
+        return ids
+
+
+def load_prompt_set(source: str, heldout_count: int, split_seed: int = 0) -> PromptSet:
+    if source == "builtin:shapes":
+        prompts = builtin_shapes()
+    else:
+        lines = Path(source).expanduser().read_text().splitlines()
+        prompts = [line.strip() for line in lines if line.strip()]
+    if len(prompts) <= heldout_count:
+        raise ValueError(
+            f"prompts.source {source!r} has {len(prompts)} prompts; need more than prompts.heldout_count "
+            f"({heldout_count}) so some remain for training"
+        )
+    order = np.random.default_rng(split_seed).permutation(len(prompts))
+    heldout = tuple(sorted(int(i) for i in order[:heldout_count]))
+    train = tuple(sorted(int(i) for i in order[heldout_count:]))
+    return PromptSet(tuple(prompts), train, heldout)

@@ -1,0 +1,44 @@
+"""FP8 (E4M3) numerics: symmetric per-row scaling along the last dim.
+
+For each row r (all leading indices) of a tensor X [..., K]::
+
+    scale_r = amax_r(|x|) / 448          (rows with amax 0 get scale 1)
+    q_ri    = e4m3_rne(clamp(x_ri / scale_r, -448, 448))
+    x^_ri   = q_ri * scale_r
+
+Applied per token to activations and per output channel to weights [N, K], these are the rowwise
+scales ``torch._scaled_mm`` takes ((M, 1) and (1, N) float32). The clamp matters: x / scale can land a
+rounding step above 448, and a float8 cast of anything above 448 is NaN on CUDA.
+
+Shape legend: ``...`` leading dims (rows), K the last dim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+E4M3_MAX = 448.0
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize each row of x [..., K] to E4M3.
+
+    Returns (q [..., K] float8_e4m3fn, scale [..., 1] float32) with x^ = q.float() * scale.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"FP8 quantization needs a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError("FP8 row quantization needs a tensor with at least one dim, got a 0-d tensor")
+    xf = x.float()
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    scale = amax / E4M3_MAX
+    # A zero row has nothing to scale; scale 1 keeps 0 / 0 out and dequantizes to exact zeros.
+    scale = torch.where(amax > 0, scale, torch.ones_like(scale))
+    q = (xf / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)  # the cast rounds to nearest even
+    return q, scale
+
+
+def fake_quantize(x: torch.Tensor) -> torch.Tensor:
+    """Per-row E4M3 quantize-then-dequantize of x [..., K]; returns float32 [..., K]."""
+    q, scale = quantize_rows(x)
+    return q.float() * scale
