@@ -110,7 +110,9 @@ class PolicyCopy:
             state = weights.full
         elif weights.lora is not None:
             merged = merged_weights(self._base_weights, weights.lora)
-            state = {f"{name}.weight": w for name, w in merged.items()}
+            # Untouched layers keep their (base) weights; the whole dict loads strictly.
+            state = dict(self.transformer.state_dict())
+            state.update({f"{name}.weight": w for name, w in merged.items()})
         else:
             raise ValueError("PolicyWeights carries neither lora nor full weights")
         load_weights(self.transformer, state)

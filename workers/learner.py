@@ -221,7 +221,7 @@ class Learner:
                 weight = (sl.stop - sl.start) / num_samples / num_t
                 (out.loss * weight).backward()
                 for key in sums:
-                    sums[key] += float(getattr(out, key)) * weight
+                    sums[key] += float(getattr(out, key).detach()) * weight
         sums["train_timesteps"] = float(num_t)
         return sums
 
@@ -260,7 +260,7 @@ class Learner:
                 weight = (sl.stop - sl.start) / num_samples / len(steps)
                 (out.loss * weight).backward()
                 for key in sums:
-                    sums[key] += float(getattr(out, key)) * weight
+                    sums[key] += float(getattr(out, key).detach()) * weight
         sums["train_timesteps"] = float(len(steps))
         return sums
 

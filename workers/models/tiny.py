@@ -1,5 +1,8 @@
 """The built-in tiny model family: real diffusers/transformers classes, small configs, random init.
 
+The transformers and text encoders are random; the VAE gets a few seconds of fitting on procedural
+shapes (see ``tiny_autoencoder``) so that decoded images depend on the generated latents.
+
 Each builder assembles a real pipeline (the same classes as SD3.5, FLUX.1 and SANA, only smaller)
 and saves it in diffusers layout, so tests and the quickstart load it through exactly the code
 path real checkpoints use (``workers.models.loading.load_model``). Weights are random but fixed by
@@ -18,15 +21,16 @@ from pathlib import Path
 
 import torch
 
+from workers.models.tiny_autoencoder import fit_tiny_autoencoder
 from workers.models.tokenizer import build_char_tokenizer
 
 log = logging.getLogger(__name__)
 
 TINY_FAMILIES = ("sd3", "flux", "sana")
 TINY_IMAGE_SIZE = 32  # pixels; every tiny VAE downsamples by 4
-TOKENIZER_MAX_LENGTH = 16
+TOKENIZER_MAX_LENGTH = 48  # characters: every builtin caption fits
 _VOCAB = len(build_char_tokenizer(TOKENIZER_MAX_LENGTH))
-_BUILD_VERSION = 1  # bump when a builder changes so cached copies are rebuilt
+_BUILD_VERSION = 2  # bump when a builder changes so cached copies are rebuilt
 
 
 def default_tiny_root() -> Path:
@@ -71,6 +75,7 @@ def build_tiny_sd3(seed: int = 0):
     text_encoder_2 = _clip_text(16, projection=16)
     torch.manual_seed(seed + 3)
     vae = _vae_kl(4)
+    fit_tiny_autoencoder(vae, size=TINY_IMAGE_SIZE, seed=seed)
     tok = build_char_tokenizer(TOKENIZER_MAX_LENGTH)
     return StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=vae,
@@ -96,6 +101,7 @@ def build_tiny_flux(seed: int = 0):
                                  pad_token_id=0, eos_token_id=3, decoder_start_token_id=0))
     torch.manual_seed(seed + 3)
     vae = _vae_kl(4)
+    fit_tiny_autoencoder(vae, size=TINY_IMAGE_SIZE, seed=seed)
     tok = build_char_tokenizer(TOKENIZER_MAX_LENGTH)
     # FLUX packs 2x2 latent patches; the pipeline derives its VAE factor as 2**(blocks-1) = 4.
     return FluxPipeline(
@@ -129,6 +135,7 @@ def build_tiny_sana(seed: int = 0):
         encoder_qkv_multiscales=((), (), ()), decoder_qkv_multiscales=((), (), ()),
         decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=1.0,
     )
+    fit_tiny_autoencoder(vae, size=TINY_IMAGE_SIZE, seed=seed)
     tok = build_char_tokenizer(TOKENIZER_MAX_LENGTH)
     return SanaPipeline(
         tokenizer=tok, text_encoder=text_encoder, vae=vae, transformer=transformer,

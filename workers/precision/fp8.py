@@ -2,13 +2,15 @@
 
 For each row r (all leading indices) of a tensor X [..., K]::
 
-    scale_r = amax_r(|x|) / 448          (rows with amax 0 get scale 1)
+    scale_r = amax_r(|x|) * fp32(1/448)  (rows with amax 0 get scale 1)
     q_ri    = e4m3_rne(clamp(x_ri / scale_r, -448, 448))
     x^_ri   = q_ri * scale_r
 
 Applied per token to activations and per output channel to weights [N, K], these are the rowwise
 scales ``torch._scaled_mm`` takes ((M, 1) and (1, N) float32). The clamp matters: x / scale can land a
-rounding step above 448, and a float8 cast of anything above 448 is NaN on CUDA.
+rounding step above 448, and a float8 cast of anything above 448 is NaN on CUDA. The division by 448
+is a multiplication by its float32 reciprocal, which is what CUDA computes for ``amax / 448`` (the CPU
+divides exactly); written out, the bits are the same on every device.
 
 Shape legend: ``...`` leading dims (rows), K the last dim.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import torch
 
 E4M3_MAX = 448.0
+INV_E4M3_MAX = torch.tensor(1.0 / E4M3_MAX, dtype=torch.float32).item()
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +34,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("FP8 row quantization needs a tensor with at least one dim, got a 0-d tensor")
     xf = x.float()
     amax = xf.abs().amax(dim=-1, keepdim=True)
-    scale = amax / E4M3_MAX
+    scale = amax * INV_E4M3_MAX
     # A zero row has nothing to scale; scale 1 keeps 0 / 0 out and dequantizes to exact zeros.
     scale = torch.where(amax > 0, scale, torch.ones_like(scale))
     q = (xf / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)  # the cast rounds to nearest even

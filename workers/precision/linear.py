@@ -27,7 +27,7 @@ Shape legend: M rows (tokens), K in_features (reduction dim), N out_features; B,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import torch
 from torch import nn
@@ -65,11 +65,15 @@ class QuantizedLinearBase(nn.Module):
     # 2 for linear weights [N, K], 4 for 1x1 conv weights [N, K, 1, 1].
     weight_ndim: ClassVar[int] = 2
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, use_native: bool | None = None):
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, use_native: bool | None = None
+    ):
         super().__init__()
         if weight.ndim != self.weight_ndim or (self.weight_ndim == 4 and tuple(weight.shape[2:]) != (1, 1)):
             expected = "[out, in]" if self.weight_ndim == 2 else "[out, in, 1, 1]"
-            raise ValueError(f"{type(self).__name__} needs a weight of shape {expected}, got {tuple(weight.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} needs a weight of shape {expected}, got {tuple(weight.shape)}"
+            )
         if not weight.is_floating_point():
             raise TypeError(f"{type(self).__name__} needs a floating-point weight, got {weight.dtype}")
         self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
@@ -82,7 +86,7 @@ class QuantizedLinearBase(nn.Module):
         self.refresh()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, use_native: bool | None = None) -> QuantizedLinearBase:
+    def from_linear(cls, linear: nn.Linear, use_native: bool | None = None) -> Self:
         """Quantized copy of an nn.Linear (weights copied, not shared)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"{cls.__name__}.from_linear needs an nn.Linear, got {type(linear).__name__}")
@@ -97,7 +101,8 @@ class QuantizedLinearBase(nn.Module):
         """Copy new master weights in (same shape; cast to the master dtype) and re-derive the cache."""
         if tuple(weight.shape) != tuple(self.weight.shape):
             raise ValueError(
-                f"set_weight got a weight of shape {tuple(weight.shape)}, this layer's is {tuple(self.weight.shape)}"
+                f"set_weight got a weight of shape {tuple(weight.shape)}, "
+                f"this layer's is {tuple(self.weight.shape)}"
             )
         self.weight.copy_(weight)
         if bias is not None:
@@ -211,7 +216,9 @@ class Nvfp4Linear(QuantizedLinearBase):
 
     precision = "nvfp4"
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, use_native: bool | None = None):
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, use_native: bool | None = None
+    ):
         # torchao-quantized bf16 Linears for the native path, by device; a plain dict so that they stay
         # out of state_dict and out of .to().
         self._native_by_device: dict[str, nn.Module] = {}
@@ -264,11 +271,16 @@ class Nvfp4Linear(QuantizedLinearBase):
                 "the native NVFP4 path needs torchao (written against 0.18): pip install 'torchao>=0.18', "
                 "or use use_native=False for the emulated path"
             ) from err
-        native = nn.Linear(self.in_features, self.out_features, bias=False, device=device, dtype=torch.bfloat16)
+        native = nn.Linear(
+            self.in_features, self.out_features, bias=False, device=device, dtype=torch.bfloat16
+        )
         with torch.no_grad():
             native.weight.copy_(self.weight_2d())
         quantize_(
-            native, NVFP4DynamicActivationNVFP4WeightConfig(use_dynamic_per_tensor_scale=True, use_triton_kernel=True)
+            native,
+            NVFP4DynamicActivationNVFP4WeightConfig(
+                use_dynamic_per_tensor_scale=True, use_triton_kernel=True
+            ),
         )
         return native
 
@@ -315,7 +327,7 @@ class _Conv1x1Mixin:
     weight_ndim: ClassVar[int] = 4
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, use_native: bool | None = None):
+    def from_conv(cls, conv: nn.Conv2d, use_native: bool | None = None) -> Self:
         """Quantized copy of a plain 1x1 nn.Conv2d (weights copied, not shared)."""
         reason = check_conv1x1(conv)
         if reason is not None:
@@ -343,4 +355,3 @@ class Nvfp4Conv1x1(_Conv1x1Mixin, Nvfp4Linear):
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return _conv1x1_as_matmul(x_BCHW, super().forward)
-

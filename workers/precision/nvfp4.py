@@ -4,8 +4,8 @@ Reference algorithm: torchao 0.18 ``NVFP4Tensor.to_nvfp4`` (a re-implementation 
 bit-exactly on an H100, see shared/research/lowprec_anchors.md section 1.4). For a tensor X whose last
 dim K is the GEMM reduction dim, with blocks b of 16 consecutive elements along K::
 
-    g    = amax(|X|) / (448 * 6)                                  FP32 tensor ("decode") scale
-    s_b  = e4m3_rne(clamp(amax_b(|x|) / 6 / g, 2**-6, 448))       E4M3 block scale
+    g    = amax(|X|) * fp32(1 / (448 * 6))                        FP32 tensor ("decode") scale
+    s_b  = e4m3_rne(clamp(amax_b(|x|) * fp32(1 / 6) / g, 2**-6, 448))   E4M3 block scale
     q_i  = e2m1_rne(clamp(x_i * ((1 / g) / s_b), -6, 6))          4-bit element
     x^_i = q_i * s_b * g
 
@@ -13,6 +13,8 @@ Choices that are part of the numerics (other libraries differ, section 1.3 of th
 - the block-scale floor is ``finfo(float8_e4m3fn).tiny`` = 2**-6 as in torchao (TE has none, ModelOpt
   2**-9): blocks with amax_b < amax / 28672 quantize coarser than they would elsewhere;
 - the scaling op multiplies by ``(1/g)/s_b`` (torchao, MSLK kernel), not divides by ``s_b*g``;
+- the divisions by 448 * 6 and by 6 are multiplications by float32 reciprocals, as PyTorch's CUDA
+  kernels compute ``tensor / constant`` (the CPU would divide exactly and differ in the last bit);
 - 1x16 blocks for weights too (TE defaults to 16x16 weight blocks);
 - round-to-nearest-even everywhere (no stochastic rounding: this is inference numerics).
 
@@ -30,8 +32,24 @@ E2M1_MAX = 6.0
 E4M3_MAX = 448.0
 # torchao's lower clamp of the block scale; the smallest normal E4M3 value, 2**-6.
 E4M3_TINY = torch.finfo(torch.float8_e4m3fn).tiny
+# Divisions by constants are multiplications by their float32 reciprocals. That is what PyTorch's CUDA
+# kernels do for `tensor / python_float` (so torchao's `amax / (448 * 6)` computes this on a GPU, while
+# the CPU divides exactly); written out, the result has the same bits on every device.
+INV_TENSOR_SCALE_DIVISOR = torch.tensor(1.0 / (E4M3_MAX * E2M1_MAX), dtype=torch.float32).item()
+INV_E2M1_MAX = torch.tensor(1.0 / E2M1_MAX, dtype=torch.float32).item()
 # The eight non-negative E2M1 values, in code order 0..7 (codes 8..15 are their negatives).
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+# (midpoint between neighbouring values, whether a tie rounds down, the lower value). A tie goes to
+# the neighbour with the even code: 0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4, 5 -> 4.
+_E2M1_MIDPOINTS = (
+    (0.25, True, 0.0),
+    (0.75, False, 0.5),
+    (1.25, True, 1.0),
+    (1.75, False, 1.5),
+    (2.5, True, 2.0),
+    (3.5, False, 3.0),
+    (5.0, True, 4.0),
+)
 
 
 def _check_blockable(x: torch.Tensor) -> None:
@@ -48,22 +66,22 @@ def e2m1_round(y: torch.Tensor) -> torch.Tensor:
     """Round to the nearest E2M1 value, ties to even code; magnitudes above 6 saturate to 6.
 
     y: any shape, float32. Returns float32 values in {0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6}.
-    The thresholds are the midpoints between neighbouring values; ``<=`` where the lower neighbour has
-    the even code (0, 1, 2, 4 have codes 0, 2, 4, 6), ``<`` where the upper one has it.
     """
     a = y.abs()
-    q = torch.where(a <= 0.25, 0.0, torch.where(a < 0.75, 0.5, torch.where(a <= 1.25, 1.0, torch.where(
-        a < 1.75, 1.5, torch.where(a <= 2.5, 2.0, torch.where(a < 3.5, 3.0, torch.where(a <= 5.0, 4.0, 6.0)))))))
+    q = torch.full_like(a, E2M1_VALUES[-1])
+    # From the top down, each midpoint sets the values at or below it to its lower neighbour.
+    for midpoint, tie_goes_down, lower in reversed(_E2M1_MIDPOINTS):
+        q = torch.where(a <= midpoint if tie_goes_down else a < midpoint, lower, q)
     return torch.copysign(q, y)
 
 
 def tensor_scale(x: torch.Tensor) -> torch.Tensor:
-    """FP32 tensor scale g = amax(|x|) / (448 * 6), 0-d; an all-zero tensor gets g = 1.
+    """FP32 tensor scale g = amax(|x|) * fp32(1 / (448 * 6)), 0-d; an all-zero tensor gets g = 1.
 
     The all-zero guard keeps 0 / 0 out of the block scales (every block then has s_b = 2**-6 and q = 0,
     so the result is exactly zero); for any non-zero tensor it changes nothing.
     """
-    g = x.float().abs().amax() / (E4M3_MAX * E2M1_MAX)
+    g = x.float().abs().amax() * INV_TENSOR_SCALE_DIVISOR
     return torch.where(g > 0, g, torch.ones_like(g))
 
 
@@ -87,7 +105,7 @@ def quantize_blocks(
         g = torch.as_tensor(global_scale, dtype=torch.float32, device=xf.device).reshape(())
     xb = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)  # [..., NB, 16]
     block_amax = xb.abs().amax(dim=-1, keepdim=True)  # [..., NB, 1]
-    s_raw = (block_amax / E2M1_MAX / g).clamp(min=E4M3_TINY, max=E4M3_MAX)
+    s_raw = (block_amax * INV_E2M1_MAX / g).clamp(min=E4M3_TINY, max=E4M3_MAX)
     s_b = s_raw.to(torch.float8_e4m3fn).float()  # the cast rounds to nearest even
     # Elements are clamped to ±6 before rounding: when g is given (static scale) a block can need
     # s_b > 448 and saturate.

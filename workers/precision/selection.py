@@ -53,8 +53,14 @@ FAMILY_POLICIES: dict[str, FamilyPolicy] = {
     # context stream's AdaLN modulation), so both are listed; "proj_out" keeps the final layer in bf16.
     "sd3": FamilyPolicy(
         skip=(
-            "pos_embed", "context_embedder", "time_text_embed", "norm_out",
-            "*.norm1", "*.norm1_context", "*.ff_context", "proj_out",
+            "pos_embed",
+            "context_embedder",
+            "time_text_embed",
+            "norm_out",
+            "*.norm1",
+            "*.norm1_context",
+            "*.ff_context",
+            "proj_out",
         ),
         min_dim=2432,
     ),
@@ -70,8 +76,15 @@ FAMILY_POLICIES: dict[str, FamilyPolicy] = {
     # attn.qkv -> attn1.to_q/to_k/to_v.
     "sana": FamilyPolicy(
         skip=(
-            "patch_embed", "time_embed", "caption_projection", "caption_norm", "norm_out", "proj_out",
-            "*.attn1.to_q", "*.attn1.to_k", "*.attn1.to_v",
+            "patch_embed",
+            "time_embed",
+            "caption_projection",
+            "caption_norm",
+            "norm_out",
+            "proj_out",
+            "*.attn1.to_q",
+            "*.attn1.to_k",
+            "*.attn1.to_v",
         ),
         min_dim=2240,
     ),
@@ -110,7 +123,9 @@ class PrecisionReport:
             "min_dim": self.min_dim,
             "swapped_weight_fraction": self.swapped_weight_fraction,
             "swapped": [{"name": name, "shape": list(shape)} for name, shape in self.swapped],
-            "skipped": [{"name": name, "shape": list(shape), "reason": why} for name, shape, why in self.skipped],
+            "skipped": [
+                {"name": name, "shape": list(shape), "reason": why} for name, shape, why in self.skipped
+            ],
         }
 
     def to_text(self) -> str:
@@ -185,7 +200,9 @@ def apply_precision(
     """
     resolved_min_dim = _validate(precision, family, min_dim)
     if any(True for _ in quantized_modules(model)):
-        raise ValueError("model already holds quantized modules; apply_precision to a fresh high-precision model")
+        raise ValueError(
+            "model already holds quantized modules; apply_precision to a fresh high-precision model"
+        )
     patterns = (*FAMILY_POLICIES[family].skip, *extra_skip)
     report = PrecisionReport(precision=precision, family=family, min_dim=resolved_min_dim)
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]

@@ -53,8 +53,8 @@ def time_coeff(t: TimeLike, x: Tensor, name: str) -> Tensor:
     return torch.tensor(float(t), device=x.device, dtype=dtype)
 
 
-def check_step_times(t: TimeLike, t_next: TimeLike) -> None:
-    """Raise unless ``0 <= t_next < t <= 1`` holds (per sample for tensors).
+def check_step_times(t: TimeLike, t_next: TimeLike, names: tuple[str, str] = ("t", "t_next")) -> None:
+    """Raise unless ``0 <= t_next < t <= 1`` holds (per sample for tensors); ``names`` label the message.
 
     Python floats are checked for free; tensors cost one host sync, which is negligible next to a model
     forward (the sampler passes floats, so its loop never syncs here).
@@ -67,7 +67,8 @@ def check_step_times(t: TimeLike, t_next: TimeLike) -> None:
         ok = 0.0 <= t_next < t <= 1.0 and math.isfinite(t)
     if not ok:
         raise SamplingInputError(
-            f"A step needs 0 <= t_next < t <= 1 (t=1 is noise, t=0 is data), got t={t!r}, t_next={t_next!r}."
+            f"A step needs 0 <= {names[1]} < {names[0]} <= 1 (t=1 is noise, t=0 is data), got "
+            f"{names[0]}={t!r}, {names[1]}={t_next!r}."
         )
 
 

@@ -120,7 +120,7 @@ def dpm2_step(
     d = x0_pred.to(dtype)
     if x0_prev is not None:
         check_same_shape(x, x0_prev, "x", "x0_prev")
-        check_step_times(t_prev, t)  # t_prev > t, both in [0, 1]
+        check_step_times(t_prev, t, names=("t_prev", "t"))
         t_prev_c = time_coeff(t_prev, x, "t_prev")
         lam = _log_snr(t_c)
         h = _log_snr(t_next_c) - lam

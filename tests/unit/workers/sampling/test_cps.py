@@ -25,13 +25,17 @@ def _reference(x, v, t, t_next, eta, noise):
     return mean, sigma, x_next, -((x_next - mean) ** 2).mean(dim=tuple(range(1, x.ndim)))
 
 
-@pytest.mark.parametrize(("t", "t_next", "eta"), [(0.6, 0.5, 0.8), (1.0, 0.9, 0.8), (0.3, 0.0, 0.5), (0.7, 0.2, 1.0)])
+@pytest.mark.parametrize(
+    ("t", "t_next", "eta"), [(0.6, 0.5, 0.8), (1.0, 0.9, 0.8), (0.3, 0.0, 0.5), (0.7, 0.2, 1.0)]
+)
 def test_cps_step_matches_reference(t: float, t_next: float, eta: float) -> None:
     x, v, noise = _rand(3, 4, 5, seed=1), _rand(3, 4, 5, seed=2), _rand(3, 4, 5, seed=3)
     mean, sigma, x_next, log_prob = _reference(x, v, t, t_next, eta, noise)
     step = cps_step(x, v, t, t_next, eta, noise)
     torch.testing.assert_close(step.mean, mean, rtol=0, atol=1e-13)
-    torch.testing.assert_close(step.std, torch.full((3, 1, 1), sigma, dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        step.std, torch.full((3, 1, 1), sigma, dtype=torch.float64), rtol=0, atol=1e-15
+    )
     torch.testing.assert_close(step.x_next, x_next, rtol=0, atol=1e-13)
     torch.testing.assert_close(cps_log_prob(step.x_next, step.mean), log_prob, rtol=1e-12, atol=1e-15)
 
@@ -56,7 +60,10 @@ def test_coefficients_are_preserved_for_the_exact_velocity() -> None:
     step = cps_step(x_t, eps - x0, t, t_next, eta, noise)
     sigma = t_next * math.sin(eta * math.pi / 2)
     torch.testing.assert_close(
-        step.x_next, (1 - t_next) * x0 + math.sqrt(t_next**2 - sigma**2) * eps + sigma * noise, rtol=0, atol=1e-14
+        step.x_next,
+        (1 - t_next) * x0 + math.sqrt(t_next**2 - sigma**2) * eps + sigma * noise,
+        rtol=0,
+        atol=1e-14,
     )
 
 

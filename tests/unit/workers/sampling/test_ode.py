@@ -142,7 +142,7 @@ def test_predict_x0_and_validation_errors() -> None:
         euler_step(x, v[:, :2], 0.4, 0.3)
     with pytest.raises(SamplingInputError, match="go together"):
         dpm2_step(x, v, 0.4, 0.3, x0_prev=v)
-    with pytest.raises(SamplingInputError, match="t_next"):
+    with pytest.raises(SamplingInputError, match="t_prev"):
         dpm2_step(x, v, 0.4, 0.3, x0_prev=v, t_prev=0.35)
     with pytest.raises(SamplingInputError, match="shape"):
         euler_step(x, v, torch.tensor([0.4, 0.5, 0.6]), 0.3)

@@ -36,7 +36,9 @@ def test_sde_step_matches_reference_float64(t: float, t_next: float, a: float) -
     assert step.std.shape == (3, 1, 1)
     torch.testing.assert_close(step.std, torch.full((3, 1, 1), std, dtype=torch.float64), rtol=1e-14, atol=0)
     torch.testing.assert_close(step.x_next, x_next, rtol=0, atol=1e-13)
-    torch.testing.assert_close(gaussian_log_prob(step.x_next, step.mean, step.std), log_prob, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        gaussian_log_prob(step.x_next, step.mean, step.std), log_prob, rtol=1e-12, atol=0
+    )
 
 
 def test_sde_step_float32_and_bf16_close_to_reference() -> None:
@@ -65,7 +67,11 @@ def test_log_prob_matches_torch_normal_averaged_over_dims() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_zero_noise_level_is_exactly_euler(dtype: torch.dtype) -> None:
-    x, v, noise = _rand(2, 3, 4, seed=10, dtype=dtype), _rand(2, 3, 4, seed=11, dtype=dtype), _rand(2, 3, 4, seed=12)
+    x, v, noise = (
+        _rand(2, 3, 4, seed=10, dtype=dtype),
+        _rand(2, 3, 4, seed=11, dtype=dtype),
+        _rand(2, 3, 4, seed=12),
+    )
     for t, t_next in [(0.8, 0.6), (0.2, 0.0), (1.0, 0.9)]:
         step = sde_step(x, v, t, t_next, 0.0, noise, sigma_max=0.9)
         assert torch.equal(step.x_next, euler_step(x, v, t, t_next))
@@ -81,7 +87,9 @@ def test_t_equal_one_uses_sigma_max_in_the_denominator() -> None:
     step = sde_step(x, v, 1.0, 0.9, 0.7, noise, sigma_max=0.9)
     assert torch.isfinite(step.x_next).all()
     # flow_grpo: sigma_t = a * sqrt(t / (1 - sigma_max)) at t = 1 -> a * sqrt(10); std multiplies sqrt(-dt).
-    torch.testing.assert_close(step.std[0, 0].item(), 0.7 * math.sqrt(10.0) * math.sqrt(0.1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        step.std[0, 0].item(), 0.7 * math.sqrt(10.0) * math.sqrt(0.1), rtol=1e-12, atol=0
+    )
     mean, _, x_next, _ = _reference(x, v, 1.0, 0.9, 0.7, noise, sigma_max=0.9)
     torch.testing.assert_close(step.mean, mean, rtol=0, atol=1e-13)
     torch.testing.assert_close(step.x_next, x_next, rtol=0, atol=1e-13)
