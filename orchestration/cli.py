@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +55,7 @@ def train(
         raise typer.Exit(2)
     from orchestration.runner import run_training
 
-    summary = run_training(cfg, out, show_progress=sys.stderr.isatty() or True)
+    summary = run_training(cfg, out, show_progress=True)
     typer.echo(json.dumps(summary, indent=2))
 
 

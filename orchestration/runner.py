@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import yaml
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestration.artifacts import save_image_grid, save_reward_curve
@@ -54,7 +55,8 @@ def run_training(cfg: TrainJobConfig, out_dir: Path, *, show_progress: bool = Tr
         else cfg.regen.num_selected if cfg.method in ("diffusionnft", "flow_grpo") else cfg.rollout.num_candidates
     )
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), disable=not show_progress, transient=False)
+                        TimeElapsedColumn(), disable=not show_progress, transient=False,
+                        console=Console(stderr=True))
     with progress:
         iterations_task = progress.add_task(f"{cfg.method}: iterations", total=cfg.iterations)
         samples_task = progress.add_task("samples this iteration", total=per_iter)

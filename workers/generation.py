@@ -148,12 +148,16 @@ class PolicyCopy:
         parts: list[dict[str, torch.Tensor | None]] = []
         stochastic: list[int] = []
         for lo in range(0, len(seeds), self.batch_size):
-            batch_seeds = list(seeds[lo : lo + self.batch_size])
-            part, stochastic = self._generate_batch(cond.index(list(range(lo, lo + len(batch_seeds)))),
-                                                    batch_seeds, sigmas, settings, decode)
-            parts.append(part)
+            rows = list(range(lo, min(lo + self.batch_size, len(seeds))))
+            # Pad every forward batch to exactly batch_size rows (repeating the last candidate):
+            # GEMM kernels pick their blocking by the row count, so a fixed shape is what makes a
+            # candidate's bits independent of which and how many candidates share its batch.
+            padded = rows + [rows[-1]] * (self.batch_size - len(rows))
+            part, stochastic = self._generate_batch(cond.index(padded), [seeds[i] for i in padded],
+                                                    sigmas, settings, decode)
+            parts.append({k: None if v is None else v[: len(rows)] for k, v in part.items()})
             if progress is not None:
-                progress(len(batch_seeds))
+                progress(len(rows))
 
         def cat(key: str) -> torch.Tensor | None:
             values = [p[key] for p in parts]

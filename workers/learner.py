@@ -28,8 +28,8 @@ from workers.models.lora import (
     OLD_ADAPTER,
     TRAIN_ADAPTER,
     active_adapter,
-    add_policy_lora,
     adapter_parameters,
+    add_policy_lora,
     lora_layer_deltas,
 )
 from workers.objectives import ema_decay, grpo_loss, nft_loss, update_old_params

@@ -9,8 +9,8 @@ For each row r (all leading indices) of a tensor X [..., K]::
 Applied per token to activations and per output channel to weights [N, K], these are the rowwise
 scales ``torch._scaled_mm`` takes ((M, 1) and (1, N) float32). The clamp matters: x / scale can land a
 rounding step above 448, and a float8 cast of anything above 448 is NaN on CUDA. The division by 448
-is a multiplication by its float32 reciprocal, which is what CUDA computes for ``amax / 448`` (the CPU
-divides exactly); written out, the bits are the same on every device.
+is a multiplication by its float32 reciprocal (what eager CUDA computes for ``amax / 448``) and x / scale
+is correctly rounded, so the bits are the same on CPU and CUDA, eager or compiled (``numerics.py``).
 
 Shape legend: ``...`` leading dims (rows), K the last dim.
 """
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import torch
 
+from workers.precision.numerics import div_rn, f32_reciprocal
+
 E4M3_MAX = 448.0
-INV_E4M3_MAX = torch.tensor(1.0 / E4M3_MAX, dtype=torch.float32).item()
+INV_E4M3_MAX = f32_reciprocal(E4M3_MAX)
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +39,9 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = amax * INV_E4M3_MAX
     # A zero row has nothing to scale; scale 1 keeps 0 / 0 out and dequantizes to exact zeros.
     scale = torch.where(amax > 0, scale, torch.ones_like(scale))
-    q = (xf / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)  # the cast rounds to nearest even
+    q = (
+        div_rn(xf, scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    )  # the cast rounds to nearest even
     return q, scale
 
 

@@ -14,7 +14,8 @@ Choices that are part of the numerics (other libraries differ, section 1.3 of th
   2**-9): blocks with amax_b < amax / 28672 quantize coarser than they would elsewhere;
 - the scaling op multiplies by ``(1/g)/s_b`` (torchao, MSLK kernel), not divides by ``s_b*g``;
 - the divisions by 448 * 6 and by 6 are multiplications by float32 reciprocals, as PyTorch's CUDA
-  kernels compute ``tensor / constant`` (the CPU would divide exactly and differ in the last bit);
+  kernels compute ``tensor / constant``, and the other divisions are correctly rounded, so the bits are
+  the same on CPU and CUDA, eager or compiled (``numerics.py``);
 - 1x16 blocks for weights too (TE defaults to 16x16 weight blocks);
 - round-to-nearest-even everywhere (no stochastic rounding: this is inference numerics).
 
@@ -27,16 +28,16 @@ from __future__ import annotations
 
 import torch
 
+from workers.precision.numerics import div_rn, f32_reciprocal
+
 BLOCK_SIZE = 16
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
 # torchao's lower clamp of the block scale; the smallest normal E4M3 value, 2**-6.
 E4M3_TINY = torch.finfo(torch.float8_e4m3fn).tiny
-# Divisions by constants are multiplications by their float32 reciprocals. That is what PyTorch's CUDA
-# kernels do for `tensor / python_float` (so torchao's `amax / (448 * 6)` computes this on a GPU, while
-# the CPU divides exactly); written out, the result has the same bits on every device.
-INV_TENSOR_SCALE_DIVISOR = torch.tensor(1.0 / (E4M3_MAX * E2M1_MAX), dtype=torch.float32).item()
-INV_E2M1_MAX = torch.tensor(1.0 / E2M1_MAX, dtype=torch.float32).item()
+# Divisions by constants are multiplications by float32 reciprocals (see numerics.py).
+INV_TENSOR_SCALE_DIVISOR = f32_reciprocal(E4M3_MAX * E2M1_MAX)
+INV_E2M1_MAX = f32_reciprocal(E2M1_MAX)
 # The eight non-negative E2M1 values, in code order 0..7 (codes 8..15 are their negatives).
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # (midpoint between neighbouring values, whether a tie rounds down, the lower value). A tie goes to
@@ -105,11 +106,11 @@ def quantize_blocks(
         g = torch.as_tensor(global_scale, dtype=torch.float32, device=xf.device).reshape(())
     xb = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)  # [..., NB, 16]
     block_amax = xb.abs().amax(dim=-1, keepdim=True)  # [..., NB, 1]
-    s_raw = (block_amax * INV_E2M1_MAX / g).clamp(min=E4M3_TINY, max=E4M3_MAX)
+    s_raw = div_rn(block_amax * INV_E2M1_MAX, g).clamp(min=E4M3_TINY, max=E4M3_MAX)
     s_b = s_raw.to(torch.float8_e4m3fn).float()  # the cast rounds to nearest even
     # Elements are clamped to ±6 before rounding: when g is given (static scale) a block can need
     # s_b > 448 and saturate.
-    q = e2m1_round((xb * ((1.0 / g) / s_b)).clamp(-E2M1_MAX, E2M1_MAX))
+    q = e2m1_round((xb * div_rn(div_rn(torch.ones_like(g), g), s_b)).clamp(-E2M1_MAX, E2M1_MAX))
     return (q * s_b).reshape(x.shape).to(torch.bfloat16), g
 
 

@@ -12,8 +12,8 @@ from workers.models.lora import (
     OLD_ADAPTER,
     TRAIN_ADAPTER,
     active_adapter,
-    add_policy_lora,
     adapter_parameters,
+    add_policy_lora,
     lora_layer_deltas,
     merged_weights,
 )

@@ -83,3 +83,24 @@ with torch.no_grad():
     seq = nn.Sequential(*[nn.Linear(3072, 3072) for _ in range(8)]).to(dev, torch.bfloat16)
     apply_precision(seq, "nvfp4", "flux", min_dim=0)
     print(f"load_weights 8x3072^2 nvfp4: {load_weights(seq, seq.state_dict()) * 1e3:.1f} ms")
+    f8c, n4c = torch.compile(f8), torch.compile(n4)
+    print(
+        f"compiled ms: fp8 native {bench(lambda: f8c(xx)):.3f}, nvfp4 emulated {bench(lambda: n4c(xx)):.3f}"
+    )
+    print("compiled == eager:", torch.equal(f8c(xx), f8(xx)), torch.equal(n4c(xx), n4(xx)))
+    for cls, name in ((Fp8Linear, "fp8"), (Nvfp4Linear, "nvfp4")):
+        small = cls.from_linear(nn.Linear(256, 128, device=dev))
+        xs = torch.randn(64, 256, device=dev)
+        print(name, "compiled vs eager max diff (small):", (torch.compile(small)(xs) - small(xs)).abs().max().item())
+for shape in [(4096, 2240), (64, 256)]:
+    x = (torch.randn(shape, generator=g) ** 3).bfloat16().cuda()
+    qs, gg = nvfp4.quantize_blocks(x)
+    qc, gc = torch.compile(nvfp4.quantize_blocks)(x)
+    q8, s8 = fp8.quantize_rows(x)
+    q8c, s8c = torch.compile(fp8.quantize_rows)(x)
+    print(
+        shape, "quantizers compiled == eager: nvfp4", torch.equal(qs, qc), torch.equal(gg, gc),
+        "fp8", torch.equal(q8.float(), q8c.float()), torch.equal(s8, s8c),
+        "| CUDA == CPU:", torch.equal(qs.cpu(), nvfp4.quantize_blocks(x.cpu())[0]),
+        torch.equal(q8.float().cpu(), fp8.quantize_rows(x.cpu())[0].float()),
+    )
