@@ -29,7 +29,7 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     path: str = Field(
         "tiny:sd3",
-        description="Local diffusers-layout directory, or tiny:<sd3|flux|sana> for the built-in tiny family.",
+        description="Local diffusers-layout directory, or tiny:sd3, tiny:flux, tiny:sana (built-in tiny family).",
     )
     height: PositiveInt = Field(32, description="Image height in pixels.")
     width: PositiveInt = Field(32, description="Image width in pixels.")
@@ -136,15 +136,15 @@ class GrpoSettings(_Strict):
     kl_beta: float = Field(0.04, ge=0, description="Weight of the KL to the reference policy.")
     noise_level: float = Field(0.7, gt=0, description="SDE noise level a (sigma_t = a sqrt(t/(1-t))).")
     sde_window_size: int = Field(0, ge=0, description="0 = all steps SDE; >0 = Flow-GRPO-Fast window.")
-    sde_window_range: tuple[int, int] | None = Field(None, description="[lo, hi) steps where the window starts.")
+    sde_window_range: tuple[int, int] | None = Field(None, description="[lo, hi): steps the window must lie in (null = all).")
 
 
 class TrainSettings(_Strict):
-    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (0 is not allowed; use iterations: 0).")
-    betas: tuple[float, float] = Field((0.9, 0.999))
-    weight_decay: float = Field(1e-4, ge=0)
-    eps: float = Field(1e-8, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (for a control run use train.update: false).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip before each optimizer step.")
     timestep_fraction: float = Field(0.6, gt=0, le=1, description="Share of the regen steps trained per sample.")
     micro_batch_size: PositiveInt = Field(8, description="Samples per forward/backward.")
     global_std: bool = Field(True, description="Advantage std over the whole batch (else per prompt).")
@@ -162,11 +162,6 @@ class EvalConfig(_Strict):
     use_ema: bool = Field(True, description="Evaluate with the EMA weights (the paper's protocol).")
 
 
-class OutputConfig(_Strict):
-    sample_grid_every: int = Field(0, ge=0, description="Also write a grid every N iterations (0 = last only).")
-    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N iterations (0 = only at the end).")
-
-
 class TrainJobConfig(_Strict):
     """A complete RL job: ``method`` picks Sol-RL or one of the paper's baselines."""
 
@@ -182,7 +177,6 @@ class TrainJobConfig(_Strict):
     reward: RewardConfig = RewardConfig()
     train: TrainSettings = TrainSettings()
     eval: EvalConfig = EvalConfig()
-    output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainJobConfig:

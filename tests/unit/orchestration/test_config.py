@@ -81,3 +81,10 @@ def test_config_file_errors(tmp_path):
     bad.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_readme_config_reference_is_current():
+    from orchestration.config_reference import readme_with_reference
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    assert readme == readme_with_reference(readme), "run: python -m orchestration.config_reference --update README.md"
