@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.precision.numerics import div_rn, f32_reciprocal
+from workers.precision.numerics import div_rn, f32_reciprocal, to_e4m3
 
 E4M3_MAX = 448.0
 INV_E4M3_MAX = f32_reciprocal(E4M3_MAX)
@@ -39,9 +39,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = amax * INV_E4M3_MAX
     # A zero row has nothing to scale; scale 1 keeps 0 / 0 out and dequantizes to exact zeros.
     scale = torch.where(amax > 0, scale, torch.ones_like(scale))
-    q = (
-        div_rn(xf, scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    )  # the cast rounds to nearest even
+    q = to_e4m3(div_rn(xf, scale).clamp(-E4M3_MAX, E4M3_MAX))
     return q, scale
 
 

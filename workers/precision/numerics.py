@@ -27,3 +27,13 @@ def div_rn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Triton included.
     """
     return (a.double() / b.double()).float()
+
+
+def to_e4m3(x: torch.Tensor) -> torch.Tensor:
+    """Cast float32 x (already within ±448) to float8_e4m3fn, rounding to nearest even, also when compiled.
+
+    Inductor keeps fused intermediates in float32 and may drop a cast-and-back round trip
+    (``torch._inductor.config.emulate_precision_casts`` is off by default); a bitcast through uint8
+    cannot be dropped, so the rounding happens.
+    """
+    return x.to(torch.float8_e4m3fn).view(torch.uint8).view(torch.float8_e4m3fn)

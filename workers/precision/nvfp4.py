@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.precision.numerics import div_rn, f32_reciprocal
+from workers.precision.numerics import div_rn, f32_reciprocal, to_e4m3
 
 BLOCK_SIZE = 16
 E2M1_MAX = 6.0
@@ -107,7 +107,7 @@ def quantize_blocks(
     xb = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)  # [..., NB, 16]
     block_amax = xb.abs().amax(dim=-1, keepdim=True)  # [..., NB, 1]
     s_raw = div_rn(block_amax * INV_E2M1_MAX, g).clamp(min=E4M3_TINY, max=E4M3_MAX)
-    s_b = s_raw.to(torch.float8_e4m3fn).float()  # the cast rounds to nearest even
+    s_b = to_e4m3(s_raw).float()
     # Elements are clamped to ±6 before rounding: when g is given (static scale) a block can need
     # s_b > 448 and saturate.
     q = e2m1_round((xb * div_rn(div_rn(torch.ones_like(g), g), s_b)).clamp(-E2M1_MAX, E2M1_MAX))
