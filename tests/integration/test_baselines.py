@@ -38,3 +38,15 @@ def test_solrl_trains_only_on_bf16_regenerations(tiny_root):
     # Stage 2 ran (BF16 regeneration) and its rewards, not the proxy's, are the training rewards.
     assert metrics["stage2_seconds"] > 0
     assert metrics["reward_mean"] != metrics["proxy_reward_selected_mean"]
+
+
+def test_full_finetuning_option(tiny_root):
+    cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "lora.enabled=false", "rollout.num_candidates=8",
+                                                   "regen.num_selected=4"])
+    pipeline = TwoStagePipeline(cfg)
+    before = {k: v.clone() for k, v in pipeline.learner.transformer.state_dict().items()}
+    metrics = pipeline.run_iteration(0)
+    after = pipeline.learner.transformer.state_dict()
+    changed = [k for k in before if not __import__("torch").equal(before[k], after[k])]
+    assert metrics["grad_norm"] > 0 and len(changed) > 10  # all weights train, not only attention
+    assert pipeline.regen.version == 1 and pipeline.stage1.version == 1

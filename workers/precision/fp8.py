@@ -7,10 +7,11 @@ For each row r (all leading indices) of a tensor X [..., K]::
     x^_ri   = q_ri * scale_r
 
 Applied per token to activations and per output channel to weights [N, K], these are the rowwise
-scales ``torch._scaled_mm`` takes ((M, 1) and (1, N) float32). The clamp matters: x / scale can land a
-rounding step above 448, and a float8 cast of anything above 448 is NaN on CUDA. The division by 448
+scales ``torch._scaled_mm`` takes ((M, 1) and (1, N) float32). The clamp makes saturation explicit
+instead of relying on how a float8 cast treats values above 448 (NaN in some versions). The division by 448
 is a multiplication by its float32 reciprocal (what eager CUDA computes for ``amax / 448``) and x / scale
-is correctly rounded, so the bits are the same on CPU and CUDA, eager or compiled (``numerics.py``).
+is correctly rounded, so the bits are the same on CPU and CUDA, eager or compiled (checked on an H200,
+``numerics.py``).
 
 Shape legend: ``...`` leading dims (rows), K the last dim.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.precision.numerics import div_rn, f32_reciprocal, to_e4m3
+from workers.precision.numerics import div_rn, f32_reciprocal
 
 E4M3_MAX = 448.0
 INV_E4M3_MAX = f32_reciprocal(E4M3_MAX)
@@ -39,7 +40,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = amax * INV_E4M3_MAX
     # A zero row has nothing to scale; scale 1 keeps 0 / 0 out and dequantizes to exact zeros.
     scale = torch.where(amax > 0, scale, torch.ones_like(scale))
-    q = to_e4m3(div_rn(xf, scale).clamp(-E4M3_MAX, E4M3_MAX))
+    q = div_rn(xf, scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)  # rounds to nearest even
     return q, scale
 
 

@@ -14,8 +14,8 @@ Choices that are part of the numerics (other libraries differ, section 1.3 of th
   2**-9): blocks with amax_b < amax / 28672 quantize coarser than they would elsewhere;
 - the scaling op multiplies by ``(1/g)/s_b`` (torchao, MSLK kernel), not divides by ``s_b*g``;
 - the divisions by 448 * 6 and by 6 are multiplications by float32 reciprocals, as PyTorch's CUDA
-  kernels compute ``tensor / constant``, and the other divisions are correctly rounded, so the bits are
-  the same on CPU and CUDA, eager or compiled (``numerics.py``);
+  kernels compute ``tensor / constant``, and the other divisions are correctly rounded, so eager CPU
+  and CUDA give the same bits (torch.compile almost always too: ``numerics.py``);
 - 1x16 blocks for weights too (TE defaults to 16x16 weight blocks);
 - round-to-nearest-even everywhere (no stochastic rounding: this is inference numerics).
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.precision.numerics import div_rn, f32_reciprocal, to_e4m3
+from workers.precision.numerics import div_rn, f32_reciprocal
 
 BLOCK_SIZE = 16
 E2M1_MAX = 6.0
@@ -91,8 +91,8 @@ def quantize_blocks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize along the last dim; return (qs, g) with x^ = qs * g.
 
-    x: [..., K], K % 16 == 0, any float dtype. global_scale: 0-d FP32 g, or None for the dynamic
-    per-tensor scale of x (torchao's default for activations).
+    x: [..., K], K % 16 == 0, any float dtype. global_scale: positive 0-d FP32 g (a static, calibrated
+    scale), or None for the dynamic per-tensor scale of x (torchao's default for activations).
     Returns qs [..., K] bfloat16 holding q * s_b, and g 0-d float32. qs is exact in bf16: |q| has at
     most 2 significant bits and s_b (E4M3, >= 2**-6) at most 4, so the product needs <= 6 of bf16's 8,
     and its range 2**-7 .. 2688 fits. That exactness is what lets a bf16 GEMM with fp32 accumulation
@@ -107,7 +107,7 @@ def quantize_blocks(
     xb = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)  # [..., NB, 16]
     block_amax = xb.abs().amax(dim=-1, keepdim=True)  # [..., NB, 1]
     s_raw = div_rn(block_amax * INV_E2M1_MAX, g).clamp(min=E4M3_TINY, max=E4M3_MAX)
-    s_b = to_e4m3(s_raw).float()
+    s_b = s_raw.to(torch.float8_e4m3fn).float()  # the cast rounds to nearest even
     # Elements are clamped to ±6 before rounding: when g is given (static scale) a block can need
     # s_b > 448 and saturate.
     q = e2m1_round((xb * div_rn(div_rn(torch.ones_like(g), g), s_b)).clamp(-E2M1_MAX, E2M1_MAX))

@@ -35,9 +35,9 @@ def test_midpoints_round_to_even_mantissa() -> None:
     assert torch.equal(fp8.fake_quantize(row), expected)
 
 
-def test_row_amax_maps_to_448_without_nan() -> None:
-    # scale = 1000 / 448 = 2.2321429; 1000 / scale lands on 448 (the clamp keeps a rounding step above
-    # it from the float8 NaN), and 448 * scale = 1000 again.
+def test_row_amax_maps_to_448() -> None:
+    # scale = 1000 * fp32(1/448) = 2.2321429; 1000 / scale rounds to 448 and 448 * scale = 1000 again;
+    # 500 / scale = 224 exactly representable.
     row = torch.tensor([1000.0, 500.0, -1000.0])
     q, scale = fp8.quantize_rows(row)
     assert q.dtype == torch.float8_e4m3fn and scale.dtype == torch.float32 and scale.shape == (1,)
