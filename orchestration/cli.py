@@ -44,18 +44,24 @@ def train(
     config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for metrics, samples, summary.")],
     overrides: SetOpt = None,
-    in_process: Annotated[bool, typer.Option("--in-process", help="Run every role in this process.")] = True,
+    in_process: Annotated[bool, typer.Option("--in-process/--ray", help="All roles in this process, or Ray actors.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a training job (Sol-RL or a baseline, per the config's method)."""
     _setup_logging(verbose)
     cfg = _load(config, overrides)
-    if not in_process:
-        console.print("[red]The Ray runtime is not built yet; run with --in-process.[/red]")
-        raise typer.Exit(2)
-    from orchestration.runner import run_training
+    from orchestration.runner import RunError, Stopped, run_training
 
-    summary = run_training(cfg, out, show_progress=True)
+    try:
+        summary = run_training(cfg, out, show_progress=True, mode="in-process" if in_process else "ray",
+                               resume=resume)
+    except RunError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    except Stopped as err:
+        console.print(f"[yellow]{err}[/yellow]")
+        raise typer.Exit(143) from None
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -162,6 +162,41 @@ class EvalConfig(_Strict):
     use_ema: bool = Field(True, description="Evaluate with the EMA weights (the paper's protocol).")
 
 
+class GuardConfig(_Strict):
+    """Moves the stage-1 proxy up a precision (nvfp4 -> fp8 -> bf16) when its ranking degrades."""
+
+    enabled: bool = Field(False, description="Watch the selection Spearman and switch precision.")
+    spearman_floor: float = Field(0.5, ge=-1, le=1, description="Move up when the running Spearman falls below.")
+    recover_margin: float = Field(0.2, ge=0, description="Move back down above floor + margin.")
+    window: PositiveInt = Field(3, description="Iterations in the running mean.")
+    allow_recover: bool = Field(True, description="Allow moving back down towards rollout.precision.")
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(5, ge=0, description="Checkpoint every N iterations (0 = only at the end and on SIGTERM).")
+    keep: PositiveInt = Field(2, description="How many checkpoints to keep.")
+
+
+class ResourcesConfig(_Strict):
+    """How the roles are placed on the Ray cluster (ignored in-process)."""
+
+    placement: Literal["colocate", "split"] = Field(
+        "colocate",
+        description="colocate: every role shares each GPU (fractions); split: the low-precision rollout "
+        "fleet gets its own GPUs, BF16 regeneration and the learner share the rest.",
+    )
+    num_gpus: int = Field(0, ge=0, description="GPUs the job uses (0 = CPU only).")
+    rollout_workers: PositiveInt = Field(1, description="Stage-1 (low-precision) sampling actors.")
+    regen_workers: PositiveInt = Field(1, description="BF16 regeneration actors.")
+    learners: PositiveInt = Field(1, description="Data-parallel learner ranks (gloo on CPU, NCCL on GPU).")
+    reward_replicas: PositiveInt = Field(1, description="Replicas of the reward server.")
+    cpus_per_actor: float = Field(0.25, ge=0, description="Logical CPUs each actor reserves.")
+    max_restarts: int = Field(3, ge=-1, description="Restarts of a dead sampling actor (-1 = unlimited).")
+    one_step_off: bool = Field(
+        False, description="Overlap stage 1 of iteration t+1 with the learner update of t (policy lag 1)."
+    )
+
+
 class TrainJobConfig(_Strict):
     """A complete RL job: ``method`` picks Sol-RL or one of the paper's baselines."""
 
@@ -177,6 +212,9 @@ class TrainJobConfig(_Strict):
     reward: RewardConfig = RewardConfig()
     train: TrainSettings = TrainSettings()
     eval: EvalConfig = EvalConfig()
+    guard: GuardConfig = GuardConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainJobConfig:
@@ -197,6 +235,16 @@ class TrainJobConfig(_Strict):
                 f"method {self.method} needs a low-precision stage 1: set rollout.precision to fp8 or nvfp4 "
                 "(or use method naive_scaling for BF16 exploration)"
             )
+        if self.guard.enabled and self.method != "solrl":
+            raise ValueError(f"guard.enabled needs method solrl (the guard watches stage-1 selection); got {self.method}")
+        r = self.resources
+        if r.placement == "split" and r.num_gpus == 1:
+            raise ValueError(
+                "resources.placement split puts the rollout fleet and the BF16 roles on different GPUs: "
+                "resources.num_gpus must be >= 2 (or 0 on CPU); use placement colocate on one GPU"
+            )
+        if r.one_step_off and self.method != "solrl":
+            raise ValueError("resources.one_step_off overlaps stage 1 with the update: it needs method solrl")
         g = self.train.grpo
         if self.method == "flow_grpo" and g.sde_window_size > self.regen.num_steps:
             raise ValueError(

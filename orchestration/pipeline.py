@@ -1,4 +1,4 @@
-"""The two-stage iteration, single process: the roles are plain classes called in order.
+"""The two-stage iteration, written once against the ``Roles`` contract (in-process or on Ray).
 
 One iteration (Sol-RL):
   prompts -> N low-precision candidates per prompt (stage 1) -> proxy rewards -> select K
@@ -18,20 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from orchestration.config import TrainJobConfig
 from orchestration.prompts import PromptSet, load_prompt_set
-from workers.generation import Generation, PolicyCopy, SamplingSettings
-from workers.learner import Learner, LearnerSettings, TrainBatch
-from workers.models.base import Conditioning, ModelAdapter
+from orchestration.roles import Roles, SampleOutput, SampleRequest, TrainRequest
 from workers.objectives import compute_advantages, select_candidates, selection_fidelity, zero_std_fraction
 from workers.objectives.grpo import sde_window
-from workers.regen import RegenWorker
-from workers.rewards import combine_rewards
-from workers.rollout import RolloutWorker
 from workers.sampling import candidate_seed
 
 log = logging.getLogger(__name__)
@@ -39,150 +34,88 @@ log = logging.getLogger(__name__)
 # Seeds of the fixed held-out evaluation live in their own "iteration" so they never collide
 # with training candidates.
 EVAL_ITERATION = 2**31 - 1
+PRECISION_LADDER = ("nvfp4", "fp8", "bf16")  # the fidelity guard moves up this ladder
 
 
 @dataclass
-class StageResult:
-    """Candidates of one stage, flattened prompt-major: row p*M + m is candidate m of prompt p."""
+class GuardState:
+    """The fidelity guard: which stage-1 precision is in use and why."""
 
-    generation: Generation
-    rewards_PM: torch.Tensor
-    components: dict[str, torch.Tensor]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    precision: str | None
+    history: list[float] = field(default_factory=list)
+    switches: list[dict] = field(default_factory=list)
 
 
-def load_adapter(cfg: TrainJobConfig) -> ModelAdapter:
-    from workers.models.loading import load_model
-    from workers.models.tiny import ensure_tiny_model
+class TwoStageLoop:
+    """Runs iterations of one job against ``roles``; ``run_iteration`` reads as one call per phase."""
 
-    path = cfg.model.path
-    if path.startswith("tiny:"):
-        path = str(ensure_tiny_model(path.split(":", 1)[1]))
-    dtype = getattr(torch, cfg.model.dtype)
-    return load_model(path, height=cfg.model.height, width=cfg.model.width,
-                      max_sequence_length=cfg.model.max_sequence_length, dtype=dtype,
-                      device=resolve_device(cfg.model.device))
-
-
-def learner_settings(cfg: TrainJobConfig) -> LearnerSettings:
-    t = cfg.train
-    return LearnerSettings(
-        objective=cfg.objective, lora=cfg.lora.enabled, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
-        lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, eps=t.eps, max_grad_norm=t.max_grad_norm,
-        timestep_fraction=t.timestep_fraction, micro_batch_size=t.micro_batch_size,
-        old_decay_type=t.old_decay_type, ema_decay=t.ema_decay, nft_beta=t.nft.beta, nft_kl_beta=t.nft.kl_beta,
-        adv_clip=t.nft.adv_clip, grpo_clip_range=t.grpo.clip_range, grpo_kl_beta=t.grpo.kl_beta,
-        grpo_noise_level=t.grpo.noise_level,
-    )
-
-
-class TwoStagePipeline:
-    """Owns the roles of one job and runs iterations; ``run_iteration`` is one call per phase."""
-
-    def __init__(self, cfg: TrainJobConfig, adapter: ModelAdapter | None = None) -> None:
+    def __init__(self, cfg: TrainJobConfig, roles: Roles, prompt_set: PromptSet | None = None) -> None:
         self.cfg = cfg
-        self.adapter = adapter if adapter is not None else load_adapter(cfg)
-        self.prompt_set: PromptSet = load_prompt_set(cfg.prompts.source, cfg.prompts.heldout_count)
-        self.reward = combine_rewards(cfg.reward.weights)
-        solver, shift = cfg.sampler.solver, cfg.sampler.shift
-        full = SamplingSettings(num_steps=cfg.regen.num_steps, solver=solver, shift=shift)
-        self.stage1: PolicyCopy | None = None
-        if cfg.method == "solrl":
-            lowp = SamplingSettings(num_steps=cfg.rollout.num_steps, solver=solver, shift=shift)
-            self.stage1 = RolloutWorker(self.adapter, precision=cfg.rollout.precision, settings=lowp,
-                                        batch_size=cfg.rollout.batch_size, min_dim=cfg.rollout.min_dim)
-        elif cfg.method == "naive_quant":
-            self.stage1 = RolloutWorker(self.adapter, precision=cfg.rollout.precision, settings=full,
-                                        batch_size=cfg.rollout.batch_size, min_dim=cfg.rollout.min_dim)
-        regen_settings = full
-        if cfg.method == "flow_grpo":
-            regen_settings = SamplingSettings(
-                num_steps=cfg.regen.num_steps, solver="sde", shift=shift, noise_level=cfg.train.grpo.noise_level,
-                keep_trajectory=True,
-            )
-        self.regen = RegenWorker(self.adapter, settings=regen_settings, batch_size=cfg.regen.batch_size)
-        self.evaluator = PolicyCopy(self.adapter, "bf16", batch_size=cfg.regen.batch_size)
-        self.learner = Learner(self.adapter, learner_settings(cfg), seed=cfg.seed)
-        self.sync_seconds = self.sync_weights()
+        self.roles = roles
+        self.prompt_set = prompt_set or load_prompt_set(cfg.prompts.source, cfg.prompts.heldout_count)
+        self.version = 0
+        self.guard = GuardState(cfg.rollout.precision if cfg.method in ("solrl", "naive_quant") else None)
 
     # ---- phases ---------------------------------------------------------------------------
-    def sync_weights(self) -> float:
-        """Push the learner's sampling policy to every sampling copy (re-quantizing low precision)."""
-        start = time.perf_counter()
-        weights = self.learner.policy_weights()
-        for worker in self._samplers():
-            worker.set_policy(weights)
-        return time.perf_counter() - start
-
-    def _samplers(self) -> list[PolicyCopy]:
-        return [w for w in (self.stage1, self.regen) if w is not None]
-
     def candidate_seeds(self, iteration: int, prompt_ids: list[int], count: int) -> list[int]:
         return [candidate_seed(self.cfg.seed, iteration, pid, k) for pid in prompt_ids for k in range(count)]
 
-    def _score(self, generation: Generation, prompts: list[str], per_prompt: int) -> StageResult:
+    def sample(self, stage: str, prompts: list[str], seeds: list[int], per_prompt: int,
+               tick: Callable[[int], None] | None, **kwargs) -> SampleOutput:
         expanded = [p for p in prompts for _ in range(per_prompt)]
-        breakdown = self.reward(generation.images_B3HW, expanded)
-        return StageResult(
-            generation,
-            breakdown.total.view(len(prompts), per_prompt),
-            {k: v.view(len(prompts), per_prompt) for k, v in breakdown.components.items()},
-        )
-
-    def explore(self, worker: PolicyCopy, cond_P: Conditioning, prompts: list[str], seeds: list[int],
-                per_prompt: int, tick: Callable[[int], None] | None) -> StageResult:
-        cond = cond_P.index(torch.arange(len(prompts)).repeat_interleave(per_prompt))
-        settings = worker.settings  # type: ignore[attr-defined]
-        generation = worker.generate(cond, seeds, settings, version=self.learner.step, progress=tick)
-        return self._score(generation, prompts, per_prompt)
+        return self.roles.sample(SampleRequest(stage, expanded, seeds, self.version, **kwargs), tick)  # type: ignore[arg-type]
 
     def select(self, rewards_PN: torch.Tensor, iteration: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(candidate_seed(self.cfg.seed, iteration, 0, 2**20))
         return select_candidates(rewards_PN, self.cfg.regen.num_selected, self.cfg.regen.selection, generator=gen)
 
+    def sde_window(self, iteration: int) -> range | None:
+        """Flow-GRPO-Fast: the SDE window of this iteration (None = every step is SDE)."""
+        g = self.cfg.train.grpo
+        if self.cfg.method != "flow_grpo" or g.sde_window_size == 0:
+            return None
+        gen = torch.Generator().manual_seed(candidate_seed(self.cfg.seed, iteration, 0, 2**21))
+        lo, hi = g.sde_window_range or (0, self.cfg.regen.num_steps)
+        return sde_window(self.cfg.regen.num_steps, g.sde_window_size, (lo, hi), gen)
+
     # ---- one iteration ----------------------------------------------------------------------
     def run_iteration(self, iteration: int, tick: Callable[[int], None] | None = None) -> dict[str, float]:
         cfg = self.cfg
         n, k = cfg.rollout.num_candidates, cfg.regen.num_selected
-        timings: dict[str, float] = {}
         prompt_ids = self.prompt_set.batch(cfg.seed, iteration, cfg.prompts.per_iteration)
         prompts = [self.prompt_set.prompts[i] for i in prompt_ids]
-        cond_P = self.adapter.encode_prompts(prompts)
-        metrics: dict[str, float] = {"iteration": iteration, "policy_version": self.learner.step}
+        p = len(prompts)
+        metrics: dict[str, float] = {"iteration": iteration, "policy_version": self.version}
+        if self.guard.precision is not None:
+            metrics["stage1_precision_bits"] = {"nvfp4": 4, "fp8": 8, "bf16": 16}[self.guard.precision]
 
-        if cfg.method == "flow_grpo":
-            self.regen.settings.sde_window = grpo_window(cfg, iteration)
-        start = time.perf_counter()
         if cfg.method in ("diffusionnft", "flow_grpo"):
-            seeds = self.candidate_seeds(iteration, prompt_ids, k)
-            train = self.explore(self.regen, cond_P, prompts, seeds, k, tick)
-            timings["stage2_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            train = self.sample("regen", prompts, self.candidate_seeds(iteration, prompt_ids, k), k, tick,
+                                sde_window=self.sde_window(iteration))
+            metrics["stage2_seconds"] = time.perf_counter() - start
+            train_rows = torch.arange(p * k)
         else:
+            start = time.perf_counter()
             seeds_all = self.candidate_seeds(iteration, prompt_ids, n)
-            stage1_worker = self.stage1 if self.stage1 is not None else self.regen
-            pool = self.explore(stage1_worker, cond_P, prompts, seeds_all, n, tick)
-            timings["stage1_seconds"] = time.perf_counter() - start
-            selected_PK = self.select(pool.rewards_PM, iteration)
-            rows = (torch.arange(len(prompts)).unsqueeze(1) * n + selected_PK).flatten()
-            metrics["proxy_reward_mean"] = float(pool.rewards_PM.mean())
-            metrics["proxy_reward_selected_mean"] = float(pool.rewards_PM.gather(1, selected_PK).mean())
+            pool = self.sample("stage1", prompts, seeds_all, n, tick)
+            metrics["stage1_seconds"] = time.perf_counter() - start
+            pool_PN = pool.rewards_B.view(p, n)
+            selected_PK = self.select(pool_PN, iteration)
+            train_rows = (torch.arange(p).unsqueeze(1) * n + selected_PK).flatten()
+            metrics["proxy_reward_mean"] = float(pool_PN.mean())
+            metrics["proxy_reward_selected_mean"] = float(pool_PN.gather(1, selected_PK).mean())
             if cfg.method == "solrl":
                 start = time.perf_counter()
-                seeds = [seeds_all[int(r)] for r in rows]
-                train = self.explore(self.regen, cond_P, prompts, seeds, k, tick)
-                timings["stage2_seconds"] = time.perf_counter() - start
-                metrics.update(self._fidelity(pool.rewards_PM.gather(1, selected_PK), train.rewards_PM))
+                train = self.sample("regen", prompts, [seeds_all[int(r)] for r in train_rows], k, tick)
+                metrics["stage2_seconds"] = time.perf_counter() - start
+                metrics.update(self.fidelity(pool_PN.gather(1, selected_PK), train.rewards_B.view(p, k)))
+                metrics["policy_lag"] = 0.0
             else:  # naive_scaling / naive_quant train on the stage-1 samples themselves
-                train = self._take(pool, rows, len(prompts), k)
+                train = take_rows(pool, train_rows)
 
-        rewards_PK = train.rewards_PM
-        advantages_PK = compute_advantages(rewards_PK, global_std=cfg.train.global_std,
-                                           clip=cfg.train.nft.adv_clip)
+        rewards_PK = train.rewards_B.view(p, k)
+        advantages_PK = compute_advantages(rewards_PK, global_std=cfg.train.global_std, clip=cfg.train.nft.adv_clip)
         metrics.update(reward_mean=float(rewards_PK.mean()), reward_std=float(rewards_PK.std()),
                        reward_max=float(rewards_PK.max()), reward_min=float(rewards_PK.min()),
                        zero_std_fraction=zero_std_fraction(rewards_PK))
@@ -191,37 +124,23 @@ class TwoStagePipeline:
 
         if cfg.train.update:
             start = time.perf_counter()
-            batch = self._train_batch(train, cond_P, len(prompts), advantages_PK)
-            metrics.update(self.learner.train_step(batch, iteration))
-            timings["learner_seconds"] = time.perf_counter() - start
-            timings["sync_seconds"] = self.sync_weights()
-        metrics.update(timings)
-        metrics["rollout_images_per_second"] = (
-            (n if cfg.method not in ("diffusionnft", "flow_grpo") else k) * len(prompts)
-            / max(timings.get("stage1_seconds", timings.get("stage2_seconds", 0.0)), 1e-9)
-        )
+            request = TrainRequest(
+                prompts=[q for q in prompts for _ in range(k)], latents_BCHW=train.latents_BCHW,
+                advantages_B=advantages_PK.flatten(), sigmas=train.sigmas, iteration=iteration,
+                trajectory_BSCHW=train.trajectory_BSCHW, log_probs_BT=train.log_probs_BT,
+                stochastic_steps=train.stochastic_steps,
+            )
+            metrics.update(self.roles.train(request))
+            metrics["learner_seconds"] = time.perf_counter() - start
+            self.version += 1
+            metrics["sync_seconds"] = self.roles.sync()
+        sampled = n * p if "stage1_seconds" in metrics else k * p
+        metrics["rollout_images_per_second"] = sampled / max(
+            metrics.get("stage1_seconds", metrics.get("stage2_seconds", 0.0)), 1e-9)
+        self.update_guard(metrics)
         return metrics
 
-    def _take(self, pool: StageResult, rows: torch.Tensor, num_prompts: int, k: int) -> StageResult:
-        g = pool.generation
-        gen = Generation(
-            seeds=[g.seeds[int(r)] for r in rows], version=g.version, latents_BCHW=g.latents_BCHW[rows],
-            images_B3HW=g.images_B3HW[rows], sigmas=g.sigmas, seconds=g.seconds,
-        )
-        flat = pool.rewards_PM.flatten()
-        return StageResult(gen, flat[rows].view(num_prompts, k),
-                           {name: c.flatten()[rows].view(num_prompts, k) for name, c in pool.components.items()})
-
-    def _train_batch(self, train: StageResult, cond_P: Conditioning, num_prompts: int,
-                     advantages_PK: torch.Tensor) -> TrainBatch:
-        per_prompt = advantages_PK.shape[1]
-        g = train.generation
-        cond = cond_P.index(torch.arange(num_prompts).repeat_interleave(per_prompt))
-        return TrainBatch(cond=cond, latents_BCHW=g.latents_BCHW, advantages_B=advantages_PK.flatten(),
-                          sigmas=g.sigmas, trajectory_BSCHW=g.trajectory_BSCHW, log_probs_BT=g.log_probs_BT,
-                          stochastic_steps=g.stochastic_steps)
-
-    def _fidelity(self, proxy_PK: torch.Tensor, bf16_PK: torch.Tensor) -> dict[str, float]:
+    def fidelity(self, proxy_PK: torch.Tensor, bf16_PK: torch.Tensor) -> dict[str, float]:
         """Rank agreement of proxy and BF16 rewards on the regenerated candidates (same seeds).
 
         The regenerated K are ordered best half first (by proxy), so ``selected`` is arange(K).
@@ -237,31 +156,58 @@ class TwoStagePipeline:
             "fidelity_worst_half_bf16_rank": fid["worst_half_mean_true_rank"],
         }
 
+    # ---- the fidelity guard ------------------------------------------------------------------
+    def update_guard(self, metrics: dict[str, float]) -> None:
+        """Move the stage-1 proxy up a precision when its ranking stops agreeing with BF16's."""
+        g = self.cfg.guard
+        spearman = metrics.get("fidelity_spearman")
+        if not g.enabled or self.guard.precision is None or spearman is None or spearman != spearman:
+            return
+        self.guard.history.append(float(spearman))
+        window = self.guard.history[-g.window:]
+        if len(window) < g.window:
+            return
+        running = sum(window) / len(window)
+        metrics["fidelity_spearman_running"] = running
+        level = PRECISION_LADDER.index(self.guard.precision)
+        floor_level = PRECISION_LADDER.index(self.cfg.rollout.precision)
+        target = None
+        if running < g.spearman_floor and level + 1 < len(PRECISION_LADDER):
+            target, why = PRECISION_LADDER[level + 1], f"running Spearman {running:.3f} < floor {g.spearman_floor}"
+        elif g.allow_recover and level > floor_level and running > g.spearman_floor + g.recover_margin:
+            target = PRECISION_LADDER[level - 1]
+            why = f"running Spearman {running:.3f} > floor + margin {g.spearman_floor + g.recover_margin}"
+        if target is None:
+            return
+        log.warning("fidelity guard: stage-1 precision %s -> %s (%s)", self.guard.precision, target, why)
+        switch = {"iteration": metrics["iteration"], "from": self.guard.precision, "to": target, "reason": why}
+        self.guard.switches.append(switch)
+        self.guard.precision = target
+        self.guard.history.clear()  # judge the new proxy on its own iterations
+        self.roles.set_stage1_precision(target)
+        metrics["guard_switch"] = 1.0
+
     # ---- evaluation -------------------------------------------------------------------------
-    def evaluate(self, use_ema: bool) -> tuple[dict[str, float], torch.Tensor, list[str]]:
+    def evaluate(self, use_ema: bool) -> tuple[dict[str, float], torch.Tensor]:
         """Mean BF16 reward of the held-out prompts at fixed seeds (EMA or sampling weights)."""
         cfg = self.cfg
-        weights = self.learner.ema_weights() if use_ema else self.learner.policy_weights()
-        self.evaluator.set_policy(weights)
+        version = self.roles.load_eval_weights(use_ema)
         ids = list(self.prompt_set.heldout_ids)
         prompts = [self.prompt_set.prompts[i] for i in ids]
         per = cfg.eval.seeds_per_prompt
         seeds = [candidate_seed(cfg.seed, EVAL_ITERATION, pid, j) for pid in ids for j in range(per)]
-        cond = self.adapter.encode_prompts(prompts).index(torch.arange(len(ids)).repeat_interleave(per))
-        settings = SamplingSettings(num_steps=cfg.eval.num_steps, solver=cfg.sampler.solver, shift=cfg.sampler.shift)
-        generation = self.evaluator.generate(cond, seeds, settings, version=weights.version)
-        result = self._score(generation, prompts, per)
-        out = {"eval_reward_mean": float(result.rewards_PM.mean())}
-        for name, comp in result.components.items():
-            out[f"eval_reward_{name}"] = float(comp.mean())
-        return out, generation.images_B3HW, [p for p in prompts for _ in range(per)]
+        expanded = [q for q in prompts for _ in range(per)]
+        out = self.roles.sample(SampleRequest("eval", expanded, seeds, version, return_images=True))
+        result = {"eval_reward_mean": float(out.rewards_B.mean())}
+        for name, comp in out.components.items():
+            result[f"eval_reward_{name}"] = float(comp.mean())
+        return result, out.images_B3HW  # type: ignore[return-value]
 
 
-def grpo_window(cfg: TrainJobConfig, iteration: int) -> range | None:
-    """Flow-GRPO-Fast: the SDE window of this iteration (None = every step is SDE)."""
-    g = cfg.train.grpo
-    if g.sde_window_size == 0:
-        return None
-    gen = torch.Generator().manual_seed(candidate_seed(cfg.seed, iteration, 0, 2**21))
-    lo, hi = g.sde_window_range or (0, cfg.regen.num_steps)
-    return sde_window(cfg.regen.num_steps, g.sde_window_size, (lo, hi), gen)
+def take_rows(out: SampleOutput, rows: torch.Tensor) -> SampleOutput:
+    return SampleOutput(
+        latents_BCHW=out.latents_BCHW[rows], rewards_B=out.rewards_B[rows],
+        components={name: c[rows] for name, c in out.components.items()}, sigmas=out.sigmas,
+        seconds=out.seconds, version=out.version,
+        images_B3HW=out.images_B3HW[rows] if out.images_B3HW is not None else None,
+    )

@@ -5,23 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from orchestration.config import load_config
-from orchestration.pipeline import TwoStagePipeline
+from orchestration.models import load_adapter
+from orchestration.pipeline import TwoStageLoop
+from orchestration.roles import LocalRoles
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 SMALL = ["prompts.per_iteration=2", "train.micro_batch_size=16"]
 
 
+def _loop(cfg):
+    roles = LocalRoles(cfg, load_adapter(cfg))
+    return TwoStageLoop(cfg, roles), roles
+
+
 @pytest.mark.parametrize("method", ["diffusionnft", "naive_scaling", "naive_quant", "flow_grpo"])
 def test_baseline_iterations(tiny_root, method):
     cfg = load_config(CONFIGS / "baselines" / f"{method}.yaml", SMALL)
-    pipeline = TwoStagePipeline(cfg)
+    loop, roles = _loop(cfg)
     for it in range(2):
-        metrics = pipeline.run_iteration(it)
+        metrics = loop.run_iteration(it)
         assert metrics["policy_version"] == it
-    assert pipeline.learner.step == 2
-    assert all(w.version == 2 for w in pipeline._samplers())
+    assert roles.learner.step == 2 and loop.version == 2
+    assert all(w.version == 2 for w in (roles.stage1, roles.regen) if w is not None)
     if method == "flow_grpo":
         assert metrics["train_timesteps"] == cfg.train.grpo.sde_window_size
         assert 0.0 <= metrics["clip_fraction"] <= 1.0
@@ -31,10 +39,10 @@ def test_baseline_iterations(tiny_root, method):
 
 def test_solrl_trains_only_on_bf16_regenerations(tiny_root):
     cfg = load_config(CONFIGS / "quickstart.yaml", SMALL)
-    pipeline = TwoStagePipeline(cfg)
-    metrics = pipeline.run_iteration(0)
-    assert pipeline.stage1 is not None and pipeline.stage1.precision == "nvfp4"
-    assert pipeline.regen.precision == "bf16" and not pipeline.regen.report.swapped
+    loop, roles = _loop(cfg)
+    metrics = loop.run_iteration(0)
+    assert roles.stage1 is not None and roles.stage1.precision == "nvfp4"
+    assert roles.regen.precision == "bf16" and not roles.regen.report.swapped
     # Stage 2 ran (BF16 regeneration) and its rewards, not the proxy's, are the training rewards.
     assert metrics["stage2_seconds"] > 0
     assert metrics["reward_mean"] != metrics["proxy_reward_selected_mean"]
@@ -43,10 +51,26 @@ def test_solrl_trains_only_on_bf16_regenerations(tiny_root):
 def test_full_finetuning_option(tiny_root):
     cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "lora.enabled=false", "rollout.num_candidates=8",
                                                    "regen.num_selected=4"])
-    pipeline = TwoStagePipeline(cfg)
-    before = {k: v.clone() for k, v in pipeline.learner.transformer.state_dict().items()}
-    metrics = pipeline.run_iteration(0)
-    after = pipeline.learner.transformer.state_dict()
-    changed = [k for k in before if not __import__("torch").equal(before[k], after[k])]
+    loop, roles = _loop(cfg)
+    before = {k: v.clone() for k, v in roles.learner.transformer.state_dict().items()}
+    metrics = loop.run_iteration(0)
+    after = roles.learner.transformer.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert metrics["grad_norm"] > 0 and len(changed) > 10  # all weights train, not only attention
-    assert pipeline.regen.version == 1 and pipeline.stage1.version == 1
+    assert roles.regen.version == 1 and roles.stage1.version == 1
+
+
+def test_fidelity_guard_moves_precision_up(tiny_root):
+    # A floor no proxy can meet forces the guard up the ladder: nvfp4 -> fp8 -> bf16.
+    cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "guard.enabled=true", "guard.spearman_floor=1.0",
+                                                   "guard.window=1", "guard.allow_recover=false",
+                                                   "rollout.num_candidates=8", "regen.num_selected=4"])
+    loop, roles = _loop(cfg)
+    seen = []
+    for it in range(3):
+        metrics = loop.run_iteration(it)
+        seen.append(roles.stage1.precision)
+        assert metrics["stage1_precision_bits"] in (4, 8, 16)
+    assert seen[:2] == ["fp8", "bf16"]
+    assert [s["to"] for s in loop.guard.switches][:2] == ["fp8", "bf16"]
+    assert roles.stage1.version == loop.version  # the rebuilt copy holds the current policy
