@@ -118,10 +118,15 @@ def stage1_precision(cfg: TrainJobConfig) -> str | None:
 
 
 def encode_for_candidates(adapter: ModelAdapter, prompts: list[str]) -> Conditioning:
-    """Encode each distinct prompt once and index it out per candidate."""
+    """Encode each distinct prompt once and index it out per candidate.
+
+    Prompts are encoded one at a time: a text encoder's bits depend on its batch size, and which
+    prompts share a batch differs between a single process and sharded actors.
+    """
     unique = list(dict.fromkeys(prompts))
     position = {p: i for i, p in enumerate(unique)}
-    return adapter.encode_prompts(unique).index([position[p] for p in prompts])
+    encoded = Conditioning.cat([adapter.encode_prompts([p]) for p in unique])
+    return encoded.index([position[p] for p in prompts])
 
 
 def build_sampler(adapter: ModelAdapter, cfg: TrainJobConfig, stage: Stage, precision: str | None = None

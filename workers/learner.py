@@ -71,6 +71,9 @@ class TrainBatch:
     trajectory_BSCHW: torch.Tensor | None = None
     log_probs_BT: torch.Tensor | None = None
     stochastic_steps: list[int] = field(default_factory=list)
+    # Data-parallel shards: where this shard starts in the global batch, and the global size.
+    sample_offset: int = 0
+    global_num_samples: int | None = None
 
 
 class Learner:
@@ -83,7 +86,8 @@ class Learner:
         self._old: nn.Module | None = None
         self._ref: nn.Module | None = None
         if settings.lora:
-            add_policy_lora(self.transformer, adapter.lora_target_modules, settings.lora_rank, settings.lora_alpha)
+            add_policy_lora(self.transformer, adapter.lora_target_modules, settings.lora_rank, settings.lora_alpha,
+                            seed=seed)
             trainable = list(adapter_parameters(self.transformer, TRAIN_ADAPTER).values())
         else:
             self.transformer.float().requires_grad_(True)
@@ -159,6 +163,7 @@ class Learner:
             metrics = self._accumulate_nft(batch, iteration)
         else:
             metrics = self._accumulate_grpo(batch)
+        metrics = self._all_reduce(metrics)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.max_grad_norm)
         metrics["grad_norm"] = float(grad_norm)
         if math.isfinite(metrics["grad_norm"]):
@@ -167,6 +172,21 @@ class Learner:
         self._after_update()
         metrics["learner_seconds"] = time.perf_counter() - start
         return metrics
+
+    def _all_reduce(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Sum gradients (already weighted by the global batch) and metrics over data-parallel ranks."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return metrics
+        for p in self.trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+        keys = sorted(k for k in metrics if k != "train_timesteps")
+        packed = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(packed)
+        return {**metrics, **dict(zip(keys, packed.tolist(), strict=True))}
 
     def _after_update(self) -> None:
         with torch.no_grad():
@@ -195,18 +215,24 @@ class Learner:
         device = self.adapter.device
         x0_all = batch.latents_BCHW.to(device, torch.float32)
         num_samples = x0_all.shape[0]
+        global_samples = batch.global_num_samples or num_samples
         grid = batch.sigmas[:-1].to(torch.float32)  # the sampling grid's timesteps (t > 0)
         num_t = max(1, int(len(grid) * s.timestep_fraction))
-        gen = torch.Generator().manual_seed(hash_ints(self.seed, iteration, 1))
-        # Per-sample shuffled timesteps from the sampling grid, as the reference trainer does.
-        order_BT = torch.stack([torch.randperm(len(grid), generator=gen)[:num_t] for _ in range(num_samples)])
+        # Each sample's timesteps and noise come from its own generator, seeded by its global index,
+        # so a data-parallel shard draws exactly what a single learner would.
+        order_BT = torch.empty(num_samples, num_t, dtype=torch.long)
+        eps_BT = torch.empty(num_samples, num_t, *x0_all.shape[1:])
+        for i in range(num_samples):
+            gen = torch.Generator().manual_seed(hash_ints(self.seed, iteration, batch.sample_offset + i))
+            order_BT[i] = torch.randperm(len(grid), generator=gen)[:num_t]
+            eps_BT[i] = torch.randn((num_t, *x0_all.shape[1:]), generator=gen)
         slices = self._micro_batches(num_samples)
         sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "r_mean": 0.0, "nonfinite": 0.0}
         for j in range(num_t):
             for sl in slices:
                 x0 = x0_all[sl]
                 t_B = grid[order_BT[sl, j]].to(device)
-                eps = torch.randn(x0.shape, generator=gen).to(device)
+                eps = eps_BT[sl, j].to(device)
                 t_b = t_B.view(-1, *([1] * (x0.ndim - 1)))
                 x_t = (1 - t_b) * x0 + t_b * eps
                 cond = batch.cond.index(list(range(sl.start, sl.stop))).to(device)
@@ -218,7 +244,7 @@ class Learner:
                     v_theta, v_old, v_ref, x_t, x0, t_B, batch.advantages_B[sl].to(device),
                     beta=s.nft_beta, adv_clip=s.adv_clip, kl_beta=s.nft_kl_beta,
                 )
-                weight = (sl.stop - sl.start) / num_samples / num_t
+                weight = (sl.stop - sl.start) / global_samples / num_t
                 (out.loss * weight).backward()
                 for key in sums:
                     sums[key] += float(getattr(out, key).detach()) * weight
@@ -234,6 +260,7 @@ class Learner:
         sigma_max = float(sigmas[1])
         steps = batch.stochastic_steps
         num_samples = batch.trajectory_BSCHW.shape[0]
+        global_samples = batch.global_num_samples or num_samples
         slices = self._micro_batches(num_samples)
         sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
         for j, k in enumerate(steps):
@@ -257,7 +284,7 @@ class Learner:
                     batch.advantages_B[sl].to(device), clip_range=s.grpo_clip_range, kl_BT=kl,
                     kl_beta=s.grpo_kl_beta,
                 )
-                weight = (sl.stop - sl.start) / num_samples / len(steps)
+                weight = (sl.stop - sl.start) / global_samples / len(steps)
                 (out.loss * weight).backward()
                 for key in sums:
                     sums[key] += float(getattr(out, key).detach()) * weight

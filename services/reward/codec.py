@@ -68,7 +68,9 @@ def check_image_size(height: int, width: int, expected_HW: tuple[int, int] | Non
 def _open_image(data_b64: str, field: str) -> Image.Image:
     """Base64-decode and open (header only; pixels are not decoded yet) one image."""
     if data_b64.startswith("data:"):
-        raise RewardInputError(field, "send the bare base64 payload, without a 'data:image/...;base64,' prefix")
+        raise RewardInputError(
+            field, "send the bare base64 payload, without a 'data:image/...;base64,' prefix"
+        )
     try:
         raw = base64.b64decode(data_b64, validate=True)
     except (binascii.Error, ValueError) as err:
@@ -76,7 +78,9 @@ def _open_image(data_b64: str, field: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(raw))
     except Exception as err:  # Pillow raises several types for garbage; all mean "not an image"
-        raise RewardInputError(field, f"not a decodable PNG or JPEG image ({type(err).__name__}: {err})") from err
+        raise RewardInputError(
+            field, f"not a decodable PNG or JPEG image ({type(err).__name__}: {err})"
+        ) from err
     if image.format not in ACCEPTED_FORMATS:
         raise RewardInputError(field, f"image format {image.format} is not accepted; send PNG or JPEG")
     return image

@@ -15,11 +15,14 @@ TRAIN_ADAPTER = "default"
 OLD_ADAPTER = "old"
 
 
-def add_policy_lora(transformer: nn.Module, target_modules: tuple[str, ...], rank: int, alpha: float) -> None:
+def add_policy_lora(
+    transformer: nn.Module, target_modules: tuple[str, ...], rank: int, alpha: float, seed: int = 0
+) -> None:
     """Inject the ``default`` (trainable) and ``old`` (frozen copy) LoRA adapters in place.
 
     Gaussian init (A ~ N(0, 1/r), B = 0) as the paper's code uses, so both adapters start as the
-    identity update and the policy starts equal to the base model.
+    identity update and the policy starts equal to the base model. A is drawn from a generator
+    seeded by ``seed`` (not the global RNG), so every process builds the same adapters.
     """
     from peft import LoraConfig
 
@@ -30,7 +33,11 @@ def add_policy_lora(transformer: nn.Module, target_modules: tuple[str, ...], ran
     # Adapter weights train in float32 even over a bf16 base (peft casts inputs to their dtype).
     for p in (*old.values(), *new.values()):
         p.data = p.data.float()
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for name in sorted(new):
+            if ".lora_A." in name:
+                new[name].copy_(torch.randn(new[name].shape, generator=gen) / rank)
         for name, p in old.items():
             p.copy_(new[name.replace(f".{OLD_ADAPTER}.", f".{TRAIN_ADAPTER}.")])
     _activate(transformer, TRAIN_ADAPTER)

@@ -200,7 +200,8 @@ class Fp8Linear(QuantizedLinearBase):
 
 
 class Nvfp4Linear(QuantizedLinearBase):
-    """W4A4 NVFP4 linear: weight quantized once per refresh, activations per call (dynamic tensor scale).
+    """W4A4 NVFP4 linear: weight quantized once per refresh, activations per call (dynamic tensor scale,
+    one per sample of the leading batch dim, so candidates never share a scale).
 
     Emulated: y = (qs_x @ qs_w.T) * (g_x * g_w) + b, where qs = q * s_b is exact in bf16 and the GEMM
     accumulates the exact products in fp32 (see ``nvfp4.quantize_blocks``). Blackwell's native GEMM
@@ -284,7 +285,26 @@ class Nvfp4Linear(QuantizedLinearBase):
         )
         return native
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, ..., K] -> [B, ..., N]; the activation tensor scale is per sample (leading index).
+
+        A 2-D input [M, K] is one sample. See ``nvfp4.per_sample_tensor_scale`` for why.
+        """
+        if x.ndim <= 2 or x.shape[-1] != self.in_features:
+            return super().forward(x)  # (the base class raises on a wrong last dim)
+        x_BRK = x.reshape(x.shape[0], -1, self.in_features)
+        if self.uses_native(x):
+            # torchao computes one dynamic tensor scale per call: go sample by sample.
+            y_BRN = torch.stack([self.forward_2d(sample_RK) for sample_RK in x_BRK])
+            return y_BRN.reshape(*x.shape[:-1], self.out_features)
+        qs_w, g_w = self.quantized_weight()
+        qs_x, g_B11 = nvfp4.quantize_blocks(x_BRK, nvfp4.per_sample_tensor_scale(x_BRK))
+        y_BRN = mm_fp32_accumulate(qs_x.reshape(-1, self.in_features), qs_w).reshape(*x_BRK.shape[:2], -1)
+        y_BRN = y_BRN * (g_B11 * g_w)
+        return self._add_bias(y_BRN, x.dtype).reshape(*x.shape[:-1], self.out_features)
+
     def forward_2d(self, x_MK: torch.Tensor) -> torch.Tensor:
+        """[M, K] -> [M, N] with one activation tensor scale for the whole input."""
         if self.uses_native(x_MK):
             key = str(x_MK.device)
             if key not in self._native_by_device:

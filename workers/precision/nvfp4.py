@@ -91,8 +91,10 @@ def quantize_blocks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize along the last dim; return (qs, g) with x^ = qs * g.
 
-    x: [..., K], K % 16 == 0, any float dtype. global_scale: positive 0-d FP32 g (a static, calibrated
-    scale), or None for the dynamic per-tensor scale of x (torchao's default for activations).
+    x: [..., K], K % 16 == 0, any float dtype. global_scale: positive FP32 g, either 0-d (a static,
+    calibrated scale) or shaped [..., 1] like x with its last dim 1 (one scale per row, e.g. per
+    candidate: see ``per_sample_tensor_scale``), or None for the dynamic per-tensor scale of x
+    (torchao's default for activations).
     Returns qs [..., K] bfloat16 holding q * s_b, and g 0-d float32. qs is exact in bf16: |q| has at
     most 2 significant bits and s_b (E4M3, >= 2**-6) at most 4, so the product needs <= 6 of bf16's 8,
     and its range 2**-7 .. 2688 fits. That exactness is what lets a bf16 GEMM with fp32 accumulation
@@ -103,7 +105,17 @@ def quantize_blocks(
     if global_scale is None:
         g = tensor_scale(xf)
     else:
-        g = torch.as_tensor(global_scale, dtype=torch.float32, device=xf.device).reshape(())
+        g = torch.as_tensor(global_scale, dtype=torch.float32, device=xf.device)
+        if g.numel() == 1:
+            g = g.reshape(())
+        elif g.ndim != xf.ndim or g.shape[-1] != 1:
+            raise ValueError(
+                f"global_scale must be 0-d or shaped like x with last dim 1; got {tuple(g.shape)} for x "
+                f"{tuple(xf.shape)}"
+            )
+    g_out = g
+    if g.ndim:
+        g = g.unsqueeze(-1)  # [..., 1, 1]: broadcasts over the [..., NB, 16] blocks
     xb = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)  # [..., NB, 16]
     block_amax = xb.abs().amax(dim=-1, keepdim=True)  # [..., NB, 1]
     s_raw = div_rn(block_amax * INV_E2M1_MAX, g).clamp(min=E4M3_TINY, max=E4M3_MAX)
@@ -111,7 +123,19 @@ def quantize_blocks(
     # Elements are clamped to ±6 before rounding: when g is given (static scale) a block can need
     # s_b > 448 and saturate.
     q = e2m1_round((xb * div_rn(div_rn(torch.ones_like(g), g), s_b)).clamp(-E2M1_MAX, E2M1_MAX))
-    return (q * s_b).reshape(x.shape).to(torch.bfloat16), g
+    return (q * s_b).reshape(x.shape).to(torch.bfloat16), g_out
+
+
+def per_sample_tensor_scale(x: torch.Tensor) -> torch.Tensor:
+    """Dynamic tensor scale per leading index: g[b] from amax(|x[b]|), shaped [B, 1, ..., 1] like x.
+
+    Rollouts use it for activations so a candidate's numerics depend only on its own activations,
+    never on which other candidates share its batch (the per-batch scale would make a candidate a
+    function of its neighbours, breaking "a candidate is a pure function of its seed").
+    """
+    amax = x.float().abs().amax(dim=tuple(range(1, x.ndim)), keepdim=True)
+    g = amax * INV_TENSOR_SCALE_DIVISOR
+    return torch.where(g > 0, g, torch.ones_like(g))
 
 
 def fake_quantize(x: torch.Tensor, global_scale: torch.Tensor | None = None) -> torch.Tensor:

@@ -30,8 +30,22 @@ def test_emulated_forward_equals_the_float64_reference(cls: type) -> None:
     assert y.shape == (3, 7, 48) and y.dtype == torch.float32
     # F.linear(fake_quantize(x), fake_quantize(W)) + b, all in float64 from the independent references.
     fq = REFERENCES[cls]
-    ref = fq(x) @ fq(layer.weight.detach()).T + layer.bias.detach().double()
+    w_ref = fq(layer.weight.detach())
+    if cls is Nvfp4Linear:  # one activation tensor scale per sample (leading index)
+        x_ref = torch.stack([fq(sample) for sample in x])
+    else:  # fp8 scales are per row anyway
+        x_ref = fq(x)
+    ref = x_ref @ w_ref.T + layer.bias.detach().double()
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("cls", [Fp8Linear, Nvfp4Linear])
+def test_a_sample_does_not_depend_on_its_batch(cls: type) -> None:
+    layer = cls.from_linear(_linear(64, 48, seed=0))
+    x = torch.randn(4, 7, 64, generator=torch.Generator().manual_seed(1))
+    loud = x.clone()
+    loud[3] *= 50  # a loud neighbour must not change the others' scales (same GEMM shape)
+    assert torch.equal(layer(x)[:3], layer(loud)[:3])
 
 
 @pytest.mark.parametrize("cls", [Fp8Linear, Nvfp4Linear])

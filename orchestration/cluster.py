@@ -1,0 +1,399 @@
+"""The roles as Ray actors: placement, sharding, weight sync and recovery (``RayRoles``).
+
+Actors are thin wrappers over the plain classes in ``workers/`` (via ``orchestration.roles``):
+- ``SamplerActor``: one policy copy (stage-1 low precision, BF16 regeneration, or evaluation). It
+  encodes prompts, samples, and scores its own images on the reward server, so images never travel
+  to the driver (only latents and rewards do).
+- ``LearnerActor``: one data-parallel rank of the learner (torch.distributed: gloo on CPU, NCCL on
+  GPU); rank 0 exports the new policy after each update.
+
+Placement (``resources.placement``): ``colocate`` spreads every actor over the job's GPUs in
+fractions (the paper's single-node setup); ``split`` gives the stage-1 fleet its own GPUs and the
+BF16 roles the rest. With ``resources.num_gpus: 0`` everything runs on CPU.
+
+Work is sharded by candidate (prompt, seed): each sampling request is cut into contiguous shards,
+one per actor of the stage. A candidate's bits do not depend on its shard (forward batches have a
+fixed shape), so adding actors adds throughput without changing results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from orchestration.config import TrainJobConfig
+from orchestration.roles import (
+    SampleOutput,
+    SampleRequest,
+    Stage,
+    TrainRequest,
+    build_sampler,
+    learner_settings,
+    local_scorer,
+    run_sample,
+    stage1_precision,
+    train_batch,
+)
+
+log = logging.getLogger(__name__)
+
+# Custom resources a KubeRay worker group advertises per role (deploy/ uses the same names).
+ROLE_RESOURCES = {"rollout": "solrl_rollout_lowp", "regen": "solrl_regen", "learner": "solrl_learner",
+                  "reward": "solrl_reward"}
+ACTOR_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+def _device() -> str:
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+class SamplerActor:
+    """A policy copy for one stage, inside a Ray actor."""
+
+    def __init__(self, cfg_data: dict, stage: Stage, precision: str | None, reward_app: str | None) -> None:
+        from orchestration.models import load_adapter
+        from workers.rewards import combine_rewards
+
+        self.cfg = TrainJobConfig.model_validate(cfg_data)
+        self.stage = stage
+        self.adapter = load_adapter(self.cfg, _device())
+        self.worker = build_sampler(self.adapter, self.cfg, stage, precision)
+        self.reward_app = reward_app
+        self._local_score = None if reward_app else local_scorer(combine_rewards(self.cfg.reward.weights))
+        self._client = None
+
+    def _score(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self._local_score is not None:
+            return self._local_score(images, prompts)
+        if self._client is None:
+            from services.reward.client import RewardClient
+
+            self._client = RewardClient.for_app(self.reward_app)
+        return self._client.score(images, prompts)
+
+    def ready(self) -> dict:
+        return {"stage": self.stage, "precision": self.worker.precision, "version": self.worker.version,
+                "device": str(self.adapter.device), "pid": os.getpid()}
+
+    def set_policy(self, weights) -> float:
+        return self.worker.set_policy(weights)
+
+    def set_precision(self, precision: str, weights) -> None:
+        self.worker = build_sampler(self.adapter, self.cfg, self.stage, precision)
+        self.worker.set_policy(weights)
+
+    def precision_report(self) -> str:
+        return self.worker.report.to_text()
+
+    def sample(self, request: SampleRequest) -> SampleOutput:
+        return run_sample(self.worker, self.adapter, request, self._score)
+
+
+class LearnerActor:
+    """One data-parallel learner rank."""
+
+    def __init__(self, cfg_data: dict, rank: int, world_size: int, master: tuple[str, int] | None) -> None:
+        from orchestration.models import load_adapter
+        from workers.learner import Learner
+
+        self.cfg = TrainJobConfig.model_validate(cfg_data)
+        self.rank = rank
+        device = _device()
+        if world_size > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if device == "cuda" else "gloo"
+            dist.init_process_group(backend, init_method=f"tcp://{master[0]}:{master[1]}",  # type: ignore[index]
+                                    rank=rank, world_size=world_size)
+        self.adapter = load_adapter(self.cfg, device)
+        self.learner = Learner(self.adapter, learner_settings(self.cfg), seed=self.cfg.seed)
+
+    def ready(self) -> int:
+        return self.rank
+
+    def train(self, request: TrainRequest, offset: int, global_num_samples: int) -> dict[str, float]:
+        batch = train_batch(self.adapter, request)
+        batch.sample_offset, batch.global_num_samples = offset, global_num_samples
+        return self.learner.train_step(batch, request.iteration)
+
+    def policy_weights(self):
+        return self.learner.policy_weights()
+
+    def ema_weights(self):
+        return self.learner.ema_weights()
+
+    def state_dict(self) -> dict:
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.learner.load_state_dict(state)
+
+
+@dataclass
+class ActorSlot:
+    """One sampling actor and how to recreate it if it dies for good."""
+
+    handle: ray.actor.ActorHandle
+    make: Callable[[], ray.actor.ActorHandle]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_ray(address: str | None = None, **init_kwargs) -> None:
+    """Connect to RAY_ADDRESS / ``address`` or start a local cluster in this process."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False, **init_kwargs)
+    else:
+        ray.init(log_to_driver=False, **init_kwargs)
+
+
+class Placement:
+    """Per-role Ray options from ``resources``: GPU fractions, placement groups, custom resources."""
+
+    def __init__(self, cfg: TrainJobConfig, role_resources: bool) -> None:
+        self.cfg = cfg
+        r = cfg.resources
+        self.role_resources = role_resources
+        self.groups: dict[str, object] = {}
+        self.gpu_share: dict[str, float] = {"rollout": 0.0, "regen": 0.0, "learner": 0.0}
+        if r.num_gpus == 0:
+            return
+        from ray.util.placement_group import placement_group
+
+        if r.placement == "colocate":
+            pg = placement_group([{"GPU": 1, "CPU": 0}] * r.num_gpus, strategy="PACK")
+            ray.get(pg.ready())
+            self.groups = {"rollout": pg, "regen": pg, "learner": pg}
+            per_gpu = (r.rollout_workers + r.regen_workers + 1 + r.learners) / r.num_gpus
+            share = min(1.0, 1.0 / max(per_gpu, 1.0))
+            self.gpu_share = {"rollout": share, "regen": share, "learner": share}
+        else:
+            lowp_gpus = max(1, r.num_gpus // 2)
+            lowp = placement_group([{"GPU": 1, "CPU": 0}] * lowp_gpus, strategy="PACK")
+            bf16 = placement_group([{"GPU": 1, "CPU": 0}] * (r.num_gpus - lowp_gpus), strategy="PACK")
+            ray.get([lowp.ready(), bf16.ready()])
+            self.groups = {"rollout": lowp, "regen": bf16, "learner": bf16}
+            self.gpu_share["rollout"] = min(1.0, lowp_gpus / r.rollout_workers)
+            bf16_actors = r.regen_workers + 1 + r.learners
+            self.gpu_share["regen"] = self.gpu_share["learner"] = min(1.0, (r.num_gpus - lowp_gpus) / bf16_actors)
+
+    def options(self, role: str, index: int) -> dict:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        r = self.cfg.resources
+        opts: dict = {"num_cpus": r.cpus_per_actor}
+        if self.role_resources:
+            opts["resources"] = {ROLE_RESOURCES[role]: 0.01}
+        group = self.groups.get(role)
+        if group is not None:
+            bundles = len(group.bundle_specs)  # type: ignore[attr-defined]
+            opts["num_gpus"] = self.gpu_share[role]
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=index % bundles)
+        return opts
+
+    def remove(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        for pg in {id(g): g for g in self.groups.values()}.values():
+            remove_placement_group(pg)
+
+
+class RayRoles:
+    """The ``Roles`` contract on a Ray cluster (see the module docstring)."""
+
+    def __init__(self, cfg: TrainJobConfig, *, job_id: str, use_reward_server: bool = True,
+                 role_resources: bool = False, address: str | None = None) -> None:
+        self.cfg = cfg
+        self.job_id = job_id
+        ensure_ray(address)
+        r = cfg.resources
+        self.placement = Placement(cfg, role_resources)
+        self.reward_app: str | None = None
+        if use_reward_server:
+            from services.reward.server import deploy_reward_server
+
+            self.reward_app = f"solrl-reward-{job_id}"
+            deploy_reward_server(cfg.reward.weights, app_name=self.reward_app, num_replicas=r.reward_replicas,
+                                 num_cpus=r.cpus_per_actor,
+                                 resources={ROLE_RESOURCES["reward"]: 0.01} if role_resources else None)
+        data = cfg.model_dump(mode="json")
+        self.stage1_precision = stage1_precision(cfg)
+        self.slots: dict[str, list[ActorSlot]] = {"stage1": [], "regen": [], "eval": []}
+        if self.stage1_precision:
+            for i in range(r.rollout_workers):
+                self.slots["stage1"].append(self._slot("rollout", i, data, "stage1", self.stage1_precision))
+        for i in range(r.regen_workers):
+            self.slots["regen"].append(self._slot("regen", i, data, "regen", None))
+        self.slots["eval"].append(self._slot("regen", r.regen_workers, data, "eval", None))
+        master = (ray.util.get_node_ip_address(), _free_port()) if r.learners > 1 else None
+        learner_cls = ray.remote(LearnerActor)
+        self.learners = [
+            learner_cls.options(**self.placement.options("learner", i)).remote(data, i, r.learners, master)
+            for i in range(r.learners)
+        ]
+        ray.get([a.ready.remote() for a in self.learners])
+        ray.get([s.handle.ready.remote() for slots in self.slots.values() for s in slots])
+        self._weights_ref = None
+        self.restarts = 0
+        self.sync()
+
+    # ---- actors ---------------------------------------------------------------------------
+    def _slot(self, role: str, index: int, data: dict, stage: Stage, precision: str | None) -> ActorSlot:
+        actor_cls = ray.remote(SamplerActor)
+        opts = {**self.placement.options(role, index), "max_restarts": self.cfg.resources.max_restarts,
+                "max_task_retries": 0}
+
+        def make() -> ray.actor.ActorHandle:
+            return actor_cls.options(**opts).remote(data, stage, precision, self.reward_app)
+
+        return ActorSlot(make(), make)
+
+    def _stage_slots(self, stage: Stage) -> list[ActorSlot]:
+        return self.slots[stage] if self.slots[stage] else self.slots["regen"]
+
+    def _recover(self, slot: ActorSlot, weights_ref) -> None:
+        """Wait for a restarted actor (or replace a dead one) and give it the current policy."""
+        self.restarts += 1
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ray.get(slot.handle.ready.remote(), timeout=60)
+                break
+            except ray.exceptions.ActorDiedError:
+                log.warning("sampling actor is dead for good; starting a replacement")
+                slot.handle = slot.make()
+            except ACTOR_ERRORS:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        if weights_ref is not None:
+            ray.get(slot.handle.set_policy.remote(weights_ref))
+
+    # ---- the Roles contract --------------------------------------------------------------------
+    def sample(self, request: SampleRequest, tick: Callable[[int], None] | None = None) -> SampleOutput:
+        slots = self._stage_slots(request.stage)
+        weights_ref = self._eval_weights_ref if request.stage == "eval" else self._weights_ref
+        shards = _split(len(request.seeds), len(slots))
+        pending = {i: slots[i].handle.sample.remote(_shard(request, lo, hi)) for i, (lo, hi) in enumerate(shards)}
+        results: dict[int, SampleOutput] = {}
+        attempts = dict.fromkeys(pending, 0)
+        while pending:
+            i, ref = next(iter(pending.items()))
+            try:
+                results[i] = ray.get(ref)
+                del pending[i]
+                if tick is not None:
+                    tick(shards[i][1] - shards[i][0])
+            except ACTOR_ERRORS as err:
+                attempts[i] += 1
+                if attempts[i] > max(1, self.cfg.resources.max_restarts):
+                    raise RuntimeError(f"{request.stage} shard {i} failed {attempts[i]} times: {err}") from err
+                log.warning("%s actor %d died mid-iteration (%s); retrying its shard", request.stage, i,
+                            type(err).__name__)
+                self._recover(slots[i], weights_ref)
+                lo, hi = shards[i]
+                pending[i] = slots[i].handle.sample.remote(_shard(request, lo, hi))
+        return SampleOutput.cat([results[i] for i in range(len(shards))])
+
+    def train(self, request: TrainRequest) -> dict[str, float]:
+        n = len(request.prompts)
+        shards = _split(n, len(self.learners))
+        refs = [a.train.remote(_train_shard(request, lo, hi), lo, n) for a, (lo, hi) in zip(self.learners, shards,
+                                                                                             strict=True)]
+        return ray.get(refs)[0]
+
+    def sync(self) -> float:
+        """Export the new policy once (object store) and load it into every sampling actor."""
+        start = time.perf_counter()
+        self._weights_ref = self.learners[0].policy_weights.remote()
+        targets = [s.handle for stage in ("stage1", "regen") for s in self.slots[stage]]
+        ray.get([h.set_policy.remote(self._weights_ref) for h in targets])
+        return time.perf_counter() - start
+
+    _eval_weights_ref = None
+
+    def load_eval_weights(self, use_ema: bool) -> int:
+        leader = self.learners[0]
+        self._eval_weights_ref = leader.ema_weights.remote() if use_ema else leader.policy_weights.remote()
+        ray.get([s.handle.set_policy.remote(self._eval_weights_ref) for s in self.slots["eval"]])
+        return ray.get(self._eval_weights_ref).version
+
+    def set_stage1_precision(self, precision: str) -> None:
+        if not self.slots["stage1"]:
+            return
+        ray.get([s.handle.set_precision.remote(precision, self._weights_ref) for s in self.slots["stage1"]])
+
+    def learner_state(self) -> dict:
+        return ray.get(self.learners[0].state_dict.remote())
+
+    def load_learner_state(self, state: dict) -> None:
+        ray.get([a.load_state_dict.remote(state) for a in self.learners])
+        self.sync()
+
+    def describe(self) -> dict:
+        report = ray.get(self.slots["stage1"][0].handle.precision_report.remote()) if self.slots["stage1"] else ""
+        info = ray.get(self._stage_slots("regen")[0].handle.ready.remote())
+        return {"mode": "ray", "device": info["device"], "precision_report": report,
+                "dashboard_url": ray_dashboard_url()}
+
+    def close(self) -> None:
+        for slots in self.slots.values():
+            for s in slots:
+                ray.kill(s.handle)
+        for a in self.learners:
+            ray.kill(a)
+        if self.reward_app:
+            from ray import serve
+
+            try:
+                serve.delete(self.reward_app)
+            except Exception as err:  # noqa: BLE001 - best-effort cleanup must not mask the run's result
+                log.warning("could not delete reward app %s: %s", self.reward_app, err)
+        self.placement.remove()
+
+
+def ray_dashboard_url() -> str | None:
+    try:
+        return ray.get_runtime_context().get_dashboard_url() or None  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous, nearly equal [lo, hi) shards of n items (empty shards dropped)."""
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+
+
+def _shard(request: SampleRequest, lo: int, hi: int) -> SampleRequest:
+    return SampleRequest(request.stage, request.prompts[lo:hi], request.seeds[lo:hi], request.version,
+                         request.return_images, request.sde_window)
+
+
+def _train_shard(request: TrainRequest, lo: int, hi: int) -> TrainRequest:
+    def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[lo:hi]
+
+    return TrainRequest(
+        prompts=request.prompts[lo:hi], latents_BCHW=request.latents_BCHW[lo:hi],
+        advantages_B=request.advantages_B[lo:hi], sigmas=request.sigmas, iteration=request.iteration,
+        trajectory_BSCHW=cut(request.trajectory_BSCHW), log_probs_BT=cut(request.log_probs_BT),
+        stochastic_steps=request.stochastic_steps,
+    )
