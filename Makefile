@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 quickstart: install
-	$(BIN)/solrl train --config configs/quickstart.yaml --out $(OUT)
+	$(BIN)/solrl quickstart --out $(OUT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -65,6 +65,31 @@ def train(
     typer.echo(json.dumps(summary, indent=2))
 
 
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/quickstart"),
+    config: Annotated[Path, typer.Option("--config", "-c")] = Path("configs/quickstart.yaml"),
+    overrides: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start a local Ray cluster in this process and run Sol-RL on the tiny model (the embedded default)."""
+    _setup_logging(verbose)
+    cfg = _load(config, overrides)
+    from orchestration.cluster import ensure_ray, ray_dashboard_url
+    from orchestration.runner import RunError, run_training
+
+    console.print("[bold]Starting a local Ray cluster...[/bold]")
+    ensure_ray(include_dashboard=True)
+    console.print(f"Ray dashboard: [link]{ray_dashboard_url() or 'not available'}[/link]")
+    try:
+        summary = run_training(cfg, out, show_progress=True, mode="ray", resume=(out / "checkpoints").exists())
+    except RunError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=2))
+    console.print(f"Samples, reward curve and metrics: {out}/ (dashboard: {ray_dashboard_url()})")
+
+
 @app.command("build-tiny")
 def build_tiny(
     family: Annotated[str, typer.Argument(help="sd3, flux or sana")] = "sd3",

@@ -73,10 +73,13 @@ class SamplerActor:
         if self._local_score is not None:
             return self._local_score(images, prompts)
         if self._client is None:
+            from ray import serve
+
             from services.reward.client import RewardClient
 
-            self._client = RewardClient.for_app(self.reward_app)
-        return self._client.score(images, prompts)
+            self._client = RewardClient(serve.get_app_handle(self.reward_app))
+        breakdown = self._client.score(images, prompts)
+        return breakdown.total, breakdown.components
 
     def ready(self) -> dict:
         return {"stage": self.stage, "precision": self.worker.precision, "version": self.worker.version,
@@ -150,6 +153,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_DASHBOARD: dict[str, str | None] = {"url": None}
+
+
 def ensure_ray(address: str | None = None, **init_kwargs) -> None:
     """Connect to RAY_ADDRESS / ``address`` or start a local cluster in this process."""
     if ray.is_initialized():
@@ -157,9 +163,11 @@ def ensure_ray(address: str | None = None, **init_kwargs) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False, **init_kwargs)
+        context = ray.init(address=address, log_to_driver=False, **init_kwargs)
     else:
-        ray.init(log_to_driver=False, **init_kwargs)
+        context = ray.init(log_to_driver=False, **init_kwargs)
+    url = getattr(context, "dashboard_url", None)
+    _DASHBOARD["url"] = f"http://{url}" if url and not url.startswith("http") else url
 
 
 class Placement:
@@ -226,12 +234,8 @@ class RayRoles:
         self.placement = Placement(cfg, role_resources)
         self.reward_app: str | None = None
         if use_reward_server:
-            from services.reward.server import deploy_reward_server
-
             self.reward_app = f"solrl-reward-{job_id}"
-            deploy_reward_server(cfg.reward.weights, app_name=self.reward_app, num_replicas=r.reward_replicas,
-                                 num_cpus=r.cpus_per_actor,
-                                 resources={ROLE_RESOURCES["reward"]: 0.01} if role_resources else None)
+            self.reward_url = deploy_reward_server(cfg, self.reward_app, role_resources)
         data = cfg.model_dump(mode="json")
         self.stage1_precision = stage1_precision(cfg)
         self.slots: dict[str, list[ActorSlot]] = {"stage1": [], "regen": [], "eval": []}
@@ -368,11 +372,29 @@ class RayRoles:
         self.placement.remove()
 
 
+def deploy_reward_server(cfg: TrainJobConfig, app_name: str, role_resources: bool) -> str:
+    """Run the job's reward server (a Serve app) on the cluster; return its HTTP base URL."""
+    from ray import serve
+
+    from services.reward.server import build_reward_app
+
+    r = cfg.resources
+    if not serve.status().proxies:  # Serve not running here yet: bind its proxy to a free loopback port
+        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    app = build_reward_app(
+        cfg.reward.weights, num_replicas=r.reward_replicas, num_cpus=r.cpus_per_actor,
+        resources={ROLE_RESOURCES["reward"]: 0.01} if role_resources else None,
+        image_size=(cfg.model.height, cfg.model.width),
+    )
+    serve.run(app, name=app_name, route_prefix=f"/{app_name}")
+    http = serve.context._global_client.http_config if serve.context._global_client else None  # noqa: SLF001
+    host, port = (http.host, http.port) if http else ("127.0.0.1", 8000)
+    return f"http://{host}:{port}/{app_name}"
+
+
 def ray_dashboard_url() -> str | None:
-    try:
-        return ray.get_runtime_context().get_dashboard_url() or None  # type: ignore[attr-defined]
-    except AttributeError:
-        return None
+    """The dashboard of the cluster this process started or joined (None if it has none)."""
+    return _DASHBOARD["url"]
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 import torch
@@ -37,6 +37,8 @@ from workers.rewards import RewardBreakdown
 __all__ = ["RewardClient"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # HTTP statuses that say "try again later" rather than "this request is wrong".
 _RETRYABLE_4XX = frozenset({408, 429})
@@ -135,7 +137,8 @@ class RewardClient:
 
     # ---- retries -------------------------------------------------------------------------------------
 
-    def _with_retries(self, call: Any, selection: list[str] | None) -> Any:
+    def _with_retries(self, call: Callable[[], _T], selection: list[str] | None) -> _T:
+        """``call()`` with the retry policy of the module docstring; ``selection`` names the rewards in errors."""
         last_error: BaseException | None = None
         for attempt in range(1, self.attempts + 1):
             try:
@@ -174,12 +177,12 @@ class RewardClient:
             try:
                 self._weights = {name: float(w) for name, w in self._describe()["rewards"].items()}
             except Exception:  # the server is failing; the error should still be raised, without names
-                return "(unknown: the server did not answer GET /rewards)"
+                return "(unknown: the server did not say which)"
         return str(list(self._weights))
 
     def _where(self) -> str:
         if self._handle is not None:
-            return f"handle {self._handle.deployment_name!r}"
+            return f"handle {self._handle.app_name}/{self._handle.deployment_name}"
         return str(self._url)
 
     # ---- transports ----------------------------------------------------------------------------------

@@ -68,7 +68,10 @@ class AestheticReward:
 def build_aesthetic(options: RewardOptions) -> AestheticReward:
     """The aesthetic reward from ``options.path`` (layout: ``AESTHETIC_LAYOUT``)."""
     options.check_extra("aesthetic")
-    encoder = load_clip_encoder("aesthetic", options, geometry="crop", layout=AESTHETIC_LAYOUT, with_tokenizer=False)
+    encoder = load_clip_encoder(
+        "aesthetic", options, geometry="crop", layout=AESTHETIC_LAYOUT, with_tokenizer=False,
+        extra_files=(AESTHETIC_HEAD_FILE,),
+    )
     head = LinearMLPHead(int(encoder.model.config.projection_dim))
     head = load_head_weights("aesthetic", head, Path(options.path or "") / AESTHETIC_HEAD_FILE, options.device, AESTHETIC_LAYOUT)
     return AestheticReward(encoder, head, options.batch_size)

@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workers.rewards.local import load_pretrained, load_tokenizer, read_image_preprocess, require_local_dir, run_in_chunks
+from workers.rewards.local import (
+    load_pretrained,
+    load_tokenizer,
+    read_image_preprocess,
+    require_local_dir,
+    run_in_chunks,
+)
 from workers.rewards.options import RewardOptions
 from workers.rewards.preprocess import Geometry, ImagePreprocess, preprocess_images
 from workers.rewards.validation import check_images
@@ -91,12 +97,21 @@ class ClipEncoder:
 
 
 def load_clip_encoder(
-    reward: str, options: RewardOptions, geometry: Geometry, layout: str = CLIP_LAYOUT, with_tokenizer: bool = True
+    reward: str,
+    options: RewardOptions,
+    geometry: Geometry,
+    layout: str = CLIP_LAYOUT,
+    with_tokenizer: bool = True,
+    extra_files: tuple[str, ...] = (),
 ) -> ClipEncoder:
-    """Load a CLIPModel (+ tokenizer) + preprocessing from ``options.path`` (local files only) onto ``options.device``."""
+    """Load a CLIPModel (+ tokenizer) + preprocessing from ``options.path`` (local files only) onto ``options.device``.
+
+    ``extra_files`` (e.g. a head checkpoint) are checked to exist before the model is loaded, so a missing
+    file fails in milliseconds rather than after a multi-GB load.
+    """
     from transformers import CLIPModel
 
-    files = ("preprocessor_config.json", "tokenizer_config.json") if with_tokenizer else ("preprocessor_config.json",)
+    files = ("preprocessor_config.json", *(("tokenizer_config.json",) if with_tokenizer else ()), *extra_files)
     root: Path = require_local_dir(reward, options, layout, files=files, model_type="clip")
     model = load_pretrained(reward, CLIPModel, root, options.device, layout)
     tokenizer = load_tokenizer(reward, root, layout) if with_tokenizer else None

@@ -104,7 +104,7 @@ def load_pretrained(reward: str, model_cls: Any, root: Path, device: str, layout
     """``model_cls.from_pretrained(root, local_files_only=True)`` in float32 and eval mode, frozen, on ``device``."""
     try:
         model = model_cls.from_pretrained(str(root), local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # any loader failure (corrupt file, shape mismatch, ...) becomes one clear error
         raise ValueError(
             f"reward {reward!r}: cannot load {model_cls.__name__} from {str(root)!r} ({err}); expected {layout}"
         ) from err
@@ -119,7 +119,7 @@ def load_tokenizer(reward: str, root: Path, layout: str) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(str(root), local_files_only=True)
-    except (OSError, ValueError, KeyError) as err:
+    except Exception as err:  # as in load_pretrained: wrap whatever the loader raised, keeping it as the cause
         raise ValueError(f"reward {reward!r}: cannot load a tokenizer from {str(root)!r} ({err}); expected {layout}") from err
 
 
@@ -130,7 +130,7 @@ def load_head_weights(reward: str, head: nn.Module, path: Path, device: str, lay
     try:
         state = load_file(str(path))
         head.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except (OSError, RuntimeError) as err:
+    except Exception as err:  # corrupt file (SafetensorError) or wrong keys/shapes (RuntimeError)
         raise ValueError(f"reward {reward!r}: cannot load head weights from {str(path)!r} ({err}); expected {layout}") from err
     return head.to(device).eval().requires_grad_(False)
 

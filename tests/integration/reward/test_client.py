@@ -125,7 +125,7 @@ def test_malformed_request_is_refused_without_retrying(
 def test_unreachable_server_raises_after_the_attempts() -> None:
     client = RewardClient(f"http://127.0.0.1:{free_port()}", attempts=2, base_delay_s=0.01, timeout_s=2.0)
     with pytest.raises(
-        RewardServerError, match=r"unknown: the server did not answer.*after 2 attempt.*ConnectError"
+        RewardServerError, match=r"unknown: the server did not say which.*after 2 attempt.*ConnectError"
     ):
         client.score(torch.zeros(1, 3, 8, 8), ["a"])
 
