@@ -254,7 +254,11 @@ class RayRoles:
         ray.get([a.ready.remote() for a in self.learners])
         ray.get([s.handle.ready.remote() for slots in self.slots.values() for s in slots])
         self._weights_ref = None
+        self._weights_refs: dict[int, ray.ObjectRef] = {}
         self.restarts = 0
+        # Fault-injection point for chaos tests: called with (request, slots) right after a stage's
+        # shards are submitted (e.g. to ray.kill an actor mid-iteration).
+        self.after_submit: Callable[[SampleRequest, list[ActorSlot]], None] | None = None
         self.sync()
 
     # ---- actors ---------------------------------------------------------------------------
@@ -291,29 +295,16 @@ class RayRoles:
 
     # ---- the Roles contract --------------------------------------------------------------------
     def sample(self, request: SampleRequest, tick: Callable[[int], None] | None = None) -> SampleOutput:
+        return self.submit_sample(request).result(tick)
+
+    def submit_sample(self, request: SampleRequest) -> PendingSample:
+        """Start sampling a request on the stage's actors (sharded); ``.result()`` collects it."""
         slots = self._stage_slots(request.stage)
-        weights_ref = self._eval_weights_ref if request.stage == "eval" else self._weights_ref
-        shards = _split(len(request.seeds), len(slots))
-        pending = {i: slots[i].handle.sample.remote(_shard(request, lo, hi)) for i, (lo, hi) in enumerate(shards)}
-        results: dict[int, SampleOutput] = {}
-        attempts = dict.fromkeys(pending, 0)
-        while pending:
-            i, ref = next(iter(pending.items()))
-            try:
-                results[i] = ray.get(ref)
-                del pending[i]
-                if tick is not None:
-                    tick(shards[i][1] - shards[i][0])
-            except ACTOR_ERRORS as err:
-                attempts[i] += 1
-                if attempts[i] > max(1, self.cfg.resources.max_restarts):
-                    raise RuntimeError(f"{request.stage} shard {i} failed {attempts[i]} times: {err}") from err
-                log.warning("%s actor %d died mid-iteration (%s); retrying its shard", request.stage, i,
-                            type(err).__name__)
-                self._recover(slots[i], weights_ref)
-                lo, hi = shards[i]
-                pending[i] = slots[i].handle.sample.remote(_shard(request, lo, hi))
-        return SampleOutput.cat([results[i] for i in range(len(shards))])
+        weights_ref = self._eval_weights_ref if request.stage == "eval" else self._weights_refs.get(request.version)
+        pending = PendingSample(self, request, slots, weights_ref)
+        if self.after_submit is not None:
+            self.after_submit(request, slots)
+        return pending
 
     def train(self, request: TrainRequest) -> dict[str, float]:
         n = len(request.prompts)
@@ -326,6 +317,10 @@ class RayRoles:
         """Export the new policy once (object store) and load it into every sampling actor."""
         start = time.perf_counter()
         self._weights_ref = self.learners[0].policy_weights.remote()
+        version = ray.get(self._weights_ref).version
+        # Keep the previous version too: a one-step-off prefetch still samples with it.
+        self._weights_refs = {v: r for v, r in self._weights_refs.items() if v >= version - 1}
+        self._weights_refs[version] = self._weights_ref
         targets = [s.handle for stage in ("stage1", "regen") for s in self.slots[stage]]
         ray.get([h.set_policy.remote(self._weights_ref) for h in targets])
         return time.perf_counter() - start
@@ -370,6 +365,40 @@ class RayRoles:
             except Exception as err:  # noqa: BLE001 - best-effort cleanup must not mask the run's result
                 log.warning("could not delete reward app %s: %s", self.reward_app, err)
         self.placement.remove()
+
+
+class PendingSample:
+    """A sampling request in flight on Ray: shards submitted, collected (and retried) by ``result``."""
+
+    def __init__(self, roles: RayRoles, request: SampleRequest, slots: list[ActorSlot], weights_ref) -> None:
+        self.roles, self.request, self.slots, self.weights_ref = roles, request, slots, weights_ref
+        self.shards = _split(len(request.seeds), len(slots))
+        self.refs = {i: self._submit(i) for i in range(len(self.shards))}
+
+    def _submit(self, i: int) -> ray.ObjectRef:
+        lo, hi = self.shards[i]
+        return self.slots[i].handle.sample.remote(_shard(self.request, lo, hi))
+
+    def result(self, tick: Callable[[int], None] | None = None) -> SampleOutput:
+        results: dict[int, SampleOutput] = {}
+        attempts = dict.fromkeys(self.refs, 0)
+        limit = max(1, self.roles.cfg.resources.max_restarts)
+        while self.refs:
+            i, ref = next(iter(self.refs.items()))
+            try:
+                results[i] = ray.get(ref)
+                del self.refs[i]
+                if tick is not None:
+                    tick(self.shards[i][1] - self.shards[i][0])
+            except ACTOR_ERRORS as err:
+                attempts[i] += 1
+                if attempts[i] > limit:
+                    raise RuntimeError(f"{self.request.stage} shard {i} failed {attempts[i]} times: {err}") from err
+                log.warning("%s actor %d died mid-iteration (%s); retrying its shard", self.request.stage, i,
+                            type(err).__name__)
+                self.roles._recover(self.slots[i], self.weights_ref)  # noqa: SLF001 - the roles own recovery
+                self.refs[i] = self._submit(i)
+        return SampleOutput.cat([results[i] for i in range(len(self.shards))])
 
 
 def deploy_reward_server(cfg: TrainJobConfig, app_name: str, role_resources: bool) -> str:

@@ -24,7 +24,7 @@ import torch
 
 from orchestration.config import TrainJobConfig
 from orchestration.prompts import PromptSet, load_prompt_set
-from orchestration.roles import Roles, SampleOutput, SampleRequest, TrainRequest
+from orchestration.roles import PendingResult, Roles, SampleOutput, SampleRequest, TrainRequest
 from workers.objectives import compute_advantages, select_candidates, selection_fidelity, zero_std_fraction
 from workers.objectives.grpo import sde_window
 from workers.sampling import candidate_seed
@@ -54,6 +54,7 @@ class TwoStageLoop:
         self.roles = roles
         self.prompt_set = prompt_set or load_prompt_set(cfg.prompts.source, cfg.prompts.heldout_count)
         self.version = 0
+        self.prefetched: tuple[int, PendingResult] | None = None  # one-step-off stage 1 of the next iteration
         self.guard = GuardState(cfg.rollout.precision if cfg.method in ("solrl", "naive_quant") else None)
 
     # ---- phases ---------------------------------------------------------------------------
@@ -98,7 +99,13 @@ class TwoStageLoop:
         else:
             start = time.perf_counter()
             seeds_all = self.candidate_seeds(iteration, prompt_ids, n)
-            pool = self.sample("stage1", prompts, seeds_all, n, tick)
+            if self.prefetched is not None and self.prefetched[0] == iteration:
+                pool = self.prefetched[1].result(tick)  # sampled by the previous policy: lag 1
+                metrics["policy_lag"] = 1.0
+            else:
+                pool = self.sample("stage1", prompts, seeds_all, n, tick)
+                metrics["policy_lag"] = 0.0
+            self.prefetched = None
             metrics["stage1_seconds"] = time.perf_counter() - start
             pool_PN = pool.rewards_B.view(p, n)
             selected_PK = self.select(pool_PN, iteration)
@@ -110,7 +117,6 @@ class TwoStageLoop:
                 train = self.sample("regen", prompts, [seeds_all[int(r)] for r in train_rows], k, tick)
                 metrics["stage2_seconds"] = time.perf_counter() - start
                 metrics.update(self.fidelity(pool_PN.gather(1, selected_PK), train.rewards_B.view(p, k)))
-                metrics["policy_lag"] = 0.0
             else:  # naive_scaling / naive_quant train on the stage-1 samples themselves
                 train = take_rows(pool, train_rows)
 
@@ -121,6 +127,14 @@ class TwoStageLoop:
                        zero_std_fraction=zero_std_fraction(rewards_PK))
         for name, comp in train.components.items():
             metrics[f"reward_{name}"] = float(comp.mean())
+
+        if cfg.resources.one_step_off and iteration + 1 < cfg.iterations:
+            # Stage 1 of the next iteration runs with the current policy while the learner updates.
+            next_ids = self.prompt_set.batch(cfg.seed, iteration + 1, cfg.prompts.per_iteration)
+            next_prompts = [q for pid in next_ids for q in [self.prompt_set.prompts[pid]] * n]
+            request = SampleRequest("stage1", next_prompts, self.candidate_seeds(iteration + 1, next_ids, n),
+                                    self.version)
+            self.prefetched = (iteration + 1, self.roles.submit_sample(request))
 
         if cfg.train.update:
             start = time.perf_counter()

@@ -86,8 +86,13 @@ class TrainRequest:
     stochastic_steps: list[int] = field(default_factory=list)
 
 
+class PendingResult(Protocol):
+    def result(self, tick: Callable[[int], None] | None = None) -> SampleOutput: ...
+
+
 class Roles(Protocol):
     def sample(self, request: SampleRequest, tick: Callable[[int], None] | None = None) -> SampleOutput: ...
+    def submit_sample(self, request: SampleRequest) -> PendingResult: ...
     def train(self, request: TrainRequest) -> dict[str, float]: ...
     def sync(self) -> float: ...
     def load_eval_weights(self, use_ema: bool) -> int: ...
@@ -207,6 +212,18 @@ class LocalRoles:
 
     def sample(self, request: SampleRequest, tick: Callable[[int], None] | None = None) -> SampleOutput:
         return run_sample(self._worker(request.stage), self.adapter, request, self.score, tick)
+
+    def submit_sample(self, request: SampleRequest) -> PendingResult:
+        """In one process there is nothing to overlap: sample now, hand the result back later."""
+        done = self.sample(request)
+
+        class Done:
+            def result(self, tick: Callable[[int], None] | None = None) -> SampleOutput:
+                if tick is not None:
+                    tick(len(request.seeds))
+                return done
+
+        return Done()
 
     def train(self, request: TrainRequest) -> dict[str, float]:
         return self.learner.train_step(train_batch(self.adapter, request), request.iteration)

@@ -22,6 +22,7 @@ from services.reward.server import (
     DEFAULT_MAX_BODY_BYTES,
     start_reward_server,
 )
+from workers.rewards import RewardOptions
 
 __all__ = ["main", "parse_args", "server_options"]
 
@@ -36,6 +37,21 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
+
+
+def _reward_options(text: str) -> dict[str, RewardOptions]:
+    """{reward name: {RewardOptions field: value}} as JSON -> {reward name: RewardOptions}."""
+    options: dict[str, RewardOptions] = {}
+    for name, spec in _json_object(text).items():
+        if not isinstance(spec, dict):
+            raise argparse.ArgumentTypeError(
+                f"options of reward {name!r} must be a JSON object, got {spec!r}"
+            )
+        try:
+            options[name] = RewardOptions(**spec)
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(f"options of reward {name!r}: {err}") from err
+    return options
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -71,10 +87,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--device", default="cpu", help="device of the reward call: cpu, cuda, cuda:N")
     parser.add_argument(
-        "--reward-kwargs",
-        type=_json_object,
-        default={},
-        help="JSON object passed to combine_rewards(weights, **kw)",
+        "--reward-options",
+        type=_reward_options,
+        default=None,
+        help='model-based rewards\' RewardOptions, e.g. {"aesthetic": {"path": "/models/aesthetic", "device": "cuda"}}',
     )
     return parser.parse_args(argv)
 
@@ -95,7 +111,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
         "max_body_bytes": args.max_body_bytes,
         "device": args.device,
-        **args.reward_kwargs,
+        # Passed through build_reward_app to combine_rewards(weights, options=...); omitted when not given.
+        **({"options": args.reward_options} if args.reward_options is not None else {}),
     }
 
 

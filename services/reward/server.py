@@ -44,7 +44,7 @@ from torch import Tensor
 
 from services.reward.codec import check_image_size, decode_images
 from services.reward.errors import RewardComputeError, RewardInputError
-from workers.rewards import REWARDS, RewardBreakdown, check_images, combine_rewards
+from workers.rewards import REWARDS, RewardBreakdown, check_images, combine_rewards, known_rewards
 
 __all__ = [
     "DEFAULT_BATCH_WAIT_TIMEOUT_S",
@@ -107,7 +107,7 @@ def _count_images(chunks: list[_Chunk]) -> int:
 def _register_extra_rewards(extra_rewards: Mapping[str, RewardFn]) -> None:
     """Add rewards defined outside workers/rewards to this process's ``REWARDS`` table, never shadowing one."""
     for name, fn in extra_rewards.items():
-        if name in REWARDS and REWARDS[name] is not fn:
+        if name in known_rewards() and REWARDS.get(name) is not fn:
             raise ValueError(
                 f"extra reward {name!r} is already registered in workers.rewards; pick another name"
             )
@@ -290,7 +290,8 @@ class RewardServer:
         for name in rewards:
             if name not in self._weights:
                 raise RewardInputError(
-                    "rewards", f"unknown reward {name!r}; this server computes: {configured}"
+                    "rewards",
+                    f"unknown reward {name!r}: not configured on this server, which computes: {configured}",
                 )
         if len(set(rewards)) != len(rewards):
             raise RewardInputError("rewards", f"lists a reward twice: {list(rewards)}")
@@ -411,13 +412,14 @@ def build_reward_app(
     arguments are passed to ``combine_rewards``. Reward names are checked here, before any replica starts.
     """
     extra = dict(extra_rewards or {})
-    unknown = sorted(name for name in weights if name not in REWARDS and name not in extra)
+    known = known_rewards()
+    unknown = sorted(name for name in weights if name not in known and name not in extra)
     if not weights or unknown:
         raise ValueError(
             f"reward weights {dict(weights)} name unknown reward(s) {unknown or '(none given)'}; "
-            f"valid rewards: {', '.join(sorted([*REWARDS, *extra]))}"
+            f"valid rewards: {', '.join(sorted(known | set(extra)))}"
         )
-    shadowed = sorted(name for name in extra if name in REWARDS)
+    shadowed = sorted(name for name in extra if name in known)
     if shadowed:
         raise ValueError(
             f"extra_rewards {shadowed} are already registered in workers.rewards; pick other names"

@@ -14,7 +14,10 @@ Each image is sent as a base64 PNG data URL together with a yes/no question buil
   :class:`RewardError` rather than guessing.
 
 Requests run in a thread pool of ``max_concurrency`` (threads, not asyncio: the reward may be called from
-inside an event loop, e.g. a Ray Serve replica). Any failure (timeout, refused connection, HTTP error,
+inside an event loop, e.g. a Ray Serve replica). HTTP goes through the standard library (``urllib``): the
+project's CI installs only the ``dev`` and ``ray`` extras, neither of which brings httpx, and a connection per
+request costs milliseconds next to a VLM forward pass. Proxy environment variables are honoured, as by httpx
+and the openai client. Any failure (timeout, refused connection, HTTP error,
 malformed or unparseable answer) raises :class:`RewardError` naming ``vlm_judge`` and the URL, so a dead judge
 server fails the step instead of hanging it (flow_grpo issue #232 is an eval that hung on a refused
 connection).
@@ -28,9 +31,13 @@ request, default 60), ``max_concurrency`` (default 8), ``api_key`` (sent as a Be
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
 import math
 import re
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -138,22 +145,14 @@ def parse_yes_score(response: Any) -> float:
 
 
 class VLMJudgeReward:
-    """Reward = judged P(image shows its prompt) in [0, 1], float32 [B]; one HTTP request per image.
-
-    Holds one ``httpx.Client`` (connection pool of ``max_concurrency``); call :meth:`close` when done.
-    """
+    """Reward = judged P(image shows its prompt) in [0, 1], float32 [B]; one HTTP request per image."""
 
     def __init__(self, config: VLMJudgeConfig) -> None:
-        import httpx  # the judge is the only reward needing it; keeps `import workers.rewards` light
-
         self.config = config
         self.url = config.base_url.rstrip("/") + "/chat/completions"
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(config.timeout_seconds),
-            limits=httpx.Limits(max_connections=config.max_concurrency),
-            headers=headers,
-        )
+        self._headers = {"Content-Type": "application/json"}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
 
     def _request_body(self, image_url: str, prompt: str) -> dict[str, Any]:
         question = self.config.question.replace("{prompt}", prompt)
@@ -174,20 +173,31 @@ class VLMJudgeReward:
             "top_logprobs": TOP_LOGPROBS,
         }
 
-    def _judge_one(self, image_url: str, prompt: str) -> float:
-        import httpx
-
+    def _post(self, body: dict[str, Any]) -> bytes:
+        """POST ``body`` as JSON; the response bytes of a 200, RewardError for anything else."""
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=self._headers, method="POST")
+        timed_out = RewardError(NAME, f"request to {self.url} timed out after {self.config.timeout_seconds} s")
         try:
-            response = self._client.post(self.url, json=self._request_body(image_url, prompt))
-        except httpx.TimeoutException as err:
-            raise RewardError(NAME, f"request to {self.url} timed out after {self.config.timeout_seconds} s") from err
-        except httpx.HTTPError as err:
+            # The timeout bounds each blocking socket operation (connect, each read), as httpx's does.
+            with urllib.request.urlopen(request, timeout=self.config.timeout_seconds) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:  # a non-2xx answer; before URLError, which it subclasses
+            detail = err.read()[:300].decode("utf-8", errors="replace")
+            raise RewardError(NAME, f"{self.url} answered HTTP {err.code}: {detail}") from err
+        except urllib.error.URLError as err:  # connect failures arrive wrapped
+            if isinstance(err.reason, TimeoutError):
+                raise timed_out from err
+            raise RewardError(NAME, f"request to {self.url} failed: {err.reason}") from err
+        except TimeoutError as err:  # read timeout (socket.timeout is TimeoutError since Python 3.10)
+            raise timed_out from err
+        except (OSError, http.client.HTTPException) as err:  # reset connection, truncated response
             raise RewardError(NAME, f"request to {self.url} failed: {type(err).__name__}: {err}") from err
-        if response.status_code != 200:
-            raise RewardError(NAME, f"{self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+
+    def _judge_one(self, image_url: str, prompt: str) -> float:
+        payload = self._post(self._request_body(image_url, prompt))
         try:
-            return parse_yes_score(response.json())
-        except ValueError as err:  # also json.JSONDecodeError
+            return parse_yes_score(json.loads(payload))
+        except ValueError as err:  # also json.JSONDecodeError and UnicodeDecodeError
             raise RewardError(NAME, f"cannot read the answer from {self.url}: {err}") from err
 
     def __call__(self, images_B3HW: Tensor, prompts: list[str]) -> Tensor:
@@ -204,10 +214,6 @@ class VLMJudgeReward:
                     future.cancel()
                 raise
         return torch.tensor(scores, dtype=torch.float32, device=images_B3HW.device)
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
 
     def __repr__(self) -> str:
         return f"VLMJudgeReward(url={self.url!r}, model={self.config.model!r})"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from services.reward.__main__ import parse_args, server_options
+from workers.rewards import RewardOptions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,14 +26,18 @@ def test_arguments_become_server_options_and_reward_kwargs_pass_through() -> Non
             "--resources", '{"reward": 1}',
             "--image-size", "64x48",
             "--num-gpus", "0.5",
-            "--reward-kwargs", '{"options": {"aesthetic": {"device": "cuda"}}}',
+            "--reward-options", '{"aesthetic": {"path": "/models/aesthetic", "device": "cuda", "batch_size": 8}}',
         ]
     )  # fmt: skip
     options = server_options(args)
     assert args.weights == {"jpeg_compressibility": 1.0}
     assert options["resources"] == {"reward": 1} and options["num_gpus"] == 0.5
     assert options["image_size"] == (64, 48)
-    assert options["options"] == {"aesthetic": {"device": "cuda"}}  # reaches combine_rewards(weights, **kw)
+    # reaches combine_rewards(weights, options=...) through build_reward_app's pass-through keywords
+    assert options["options"] == {
+        "aesthetic": RewardOptions(path="/models/aesthetic", device="cuda", batch_size=8)
+    }
+    assert "options" not in server_options(parse_args(["--weights", '{"jpeg_compressibility": 1.0}']))
 
 
 @pytest.mark.parametrize(
@@ -41,6 +46,10 @@ def test_arguments_become_server_options_and_reward_kwargs_pass_through() -> Non
         (["--weights", "{jpeg"], "not valid JSON"),
         (["--weights", "[1]"], "expected a JSON object"),
         (["--weights", "{}", "--image-size", "64"], "HEIGHTxWIDTH"),
+        (
+            ["--weights", "{}", "--reward-options", '{"aesthetic": {"pth": "/m"}}'],
+            "options of reward 'aesthetic'",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(

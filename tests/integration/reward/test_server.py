@@ -29,7 +29,8 @@ from tests.integration.reward.conftest import (
     MAX_BATCH_SIZE,
     MAX_BODY_BYTES,
 )
-from workers.rewards import RewardBreakdown, combine_rewards
+from workers.rewards import RewardBreakdown, RewardOptions, combine_rewards
+from workers.rewards.tiny import ensure_tiny_reward_model
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -210,6 +211,36 @@ def test_images_of_one_request_must_share_a_size(any_size_server: tuple[Deployme
     assert "24x16" in payload["detail"] and "images[0] is 16x24" in payload["detail"]
 
 
+def test_model_based_reward_gets_its_options_through_the_server(
+    serve_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Keywords the server does not know (here ``options``) reach combine_rewards in the replica unchanged."""
+    model_dir = ensure_tiny_reward_model("aesthetic", tmp_path_factory.mktemp("tiny_rewards"))
+    weights = {"aesthetic": 1.0, "jpeg_compressibility": 0.1}
+    options = {"aesthetic": RewardOptions(path=str(model_dir))}
+    handle, _ = start_reward_server(
+        weights, port=serve_port, name="model", route_prefix="/model", num_cpus=0, options=options
+    )
+    try:
+        generator = torch.Generator().manual_seed(10)
+        requests = [
+            (torch.rand(2, 3, *IMAGE_SIZE, generator=generator), [f"a photo {i}", "a cat"]) for i in range(2)
+        ]
+        in_flight = [handle.score.remote(images, prompts) for images, prompts in requests]
+        reference = combine_rewards(weights, options=options)
+        for (images, prompts), response in zip(requests, in_flight, strict=True):
+            result = response.result(timeout_s=60)
+            expected = reference(images, prompts)
+            # A network forward may round differently with another batch size or thread count: compare closely.
+            torch.testing.assert_close(result["components"]["aesthetic"], expected.components["aesthetic"])
+            assert torch.equal(
+                result["components"]["jpeg_compressibility"], expected.components["jpeg_compressibility"]
+            )
+            torch.testing.assert_close(result["total"], expected.total)
+    finally:
+        serve.delete("model")
+
+
 # ---- malformed requests: 4xx naming the field, never 5xx ---------------------------------------------------
 
 
@@ -317,8 +348,8 @@ def test_malformed_handle_request_raises_input_error(jpeg_server: tuple[Deployme
 
 def test_unknown_reward_in_the_configuration_fails_before_any_replica_starts() -> None:
     with pytest.raises(
-        ValueError, match="unknown reward.*'aesthetic'.*valid rewards: .*jpeg_compressibility"
+        ValueError, match="unknown reward.*'no_such_reward'.*valid rewards: .*aesthetic.*jpeg_compressibility"
     ):
-        build_reward_app({"aesthetic": 1.0})
+        build_reward_app({"no_such_reward": 1.0})
     with pytest.raises(ValueError, match="max_batch_size"):
         build_reward_app({"jpeg_compressibility": 1.0}, max_batch_size=0)
