@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -26,9 +27,16 @@ def save_image_grid(images_B3HW: torch.Tensor, path: Path, columns: int | None =
     return path
 
 
-def save_reward_curve(records: list[dict], path: Path, title: str) -> Path:
-    """Training (BF16) reward per iteration and held-out evaluation reward where measured."""
-    import matplotlib
+def save_reward_curve(records: list[dict], path: Path, title: str) -> Path | None:
+    """Training (BF16) reward per iteration and held-out evaluation reward where measured.
+
+    Returns None (and logs why) where matplotlib is not installed, e.g. a slim GPU image.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        logging.getLogger(__name__).warning("matplotlib is not installed: no %s", path.name)
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

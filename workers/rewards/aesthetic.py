@@ -53,7 +53,7 @@ class AestheticReward:
         self.head = head
         self.batch_size = batch_size
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _score_chunk(self, images_B3HW: Tensor, prompts: list[str]) -> Tensor:
         return self.head(self.encoder.embed_images(images_B3HW)).squeeze(-1)
 

@@ -73,7 +73,7 @@ class ClipEncoder:
         self.device = next(model.parameters()).device
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed_images(self, images_B3HW: Tensor) -> Tensor:
         """L2-normalised image embeddings [B, D], float32 on the model's device."""
         pixels = preprocess_images(images_B3HW.to(self.device), self.preprocess)
@@ -82,7 +82,7 @@ class ClipEncoder:
         pooled_BD = self.model.vision_model(pixel_values=pixels).pooler_output
         return F.normalize(self.model.visual_projection(pooled_BD).float(), dim=-1)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed_texts(self, prompts: list[str]) -> Tensor:
         """L2-normalised text embeddings [B, D], float32 on the model's device."""
         if self.tokenizer is None:

@@ -112,7 +112,7 @@ class ImageRewardReward:
         self.device = next(model.parameters()).device
         self.max_text_tokens = min(IMAGEREWARD_TEXT_TOKENS, int(model.config.text_config.max_position_embeddings))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _score_chunk(self, images_B3HW: Tensor, prompts: list[str]) -> Tensor:
         pixels = preprocess_images(images_B3HW.to(self.device), self.preprocess)
         image_tokens_BND = self.model.vision_model(pixel_values=pixels).last_hidden_state

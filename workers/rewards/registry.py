@@ -9,7 +9,8 @@ tensor [B]. Two flat tables, both filled by explicit imports below (no decorator
 * ``REWARDS``: pure rewards, plain functions usable as they are (JPEG (in)compressibility).
 * ``REWARD_BUILDERS``: model-based rewards, ``builder(RewardOptions) -> RewardFn``. A builder loads its model
   once from a local directory onto ``options.device`` (eval mode, frozen) and returns a callable with the same
-  signature as a pure reward, which runs under ``torch.inference_mode`` in chunks of ``options.batch_size``.
+  signature as a pure reward, which runs under ``torch.no_grad`` in chunks of ``options.batch_size`` (not
+  ``inference_mode``: its outputs would reject the caller's in-place ops, e.g. ``rewards -= baseline``).
 
 A name is in exactly one table; :func:`known_rewards` is their union, for config validation. Add a reward by
 importing it here and adding one line to the right table.

@@ -89,3 +89,11 @@ def test_weights_checked_before_any_model_load(tmp_path: Path) -> None:
     """A bad weight fails before the (possibly multi-GB) model would be loaded: the path need not exist."""
     with pytest.raises(ValueError, match="sum to > 0"):
         combine_rewards({"clipscore": -1.0}, options={"clipscore": RewardOptions(path=str(tmp_path / "absent"))})
+
+
+def test_model_scores_are_ordinary_tensors(tiny_reward_dirs: dict[str, Path], images: torch.Tensor) -> None:
+    """Callers normalise rewards in place (advantages); scores must not be inference-mode tensors."""
+    for name in ("clipscore", "aesthetic", "imagereward"):
+        scores = get_reward(name, RewardOptions(path=str(tiny_reward_dirs[name])))(images, PROMPTS)
+        assert not scores.is_inference() and not scores.requires_grad
+        scores -= scores.mean()
