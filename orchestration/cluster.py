@@ -19,6 +19,7 @@ fixed shape), so adding actors adds throughput without changing results.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -183,22 +184,27 @@ class Placement:
             return
         from ray.util.placement_group import placement_group
 
+        cpa = r.cpus_per_actor
+        bf16_actors = r.regen_workers + 1 + r.learners  # + 1: the evaluation copy
         if r.placement == "colocate":
-            pg = placement_group([{"GPU": 1, "CPU": 0}] * r.num_gpus, strategy="PACK")
+            per_gpu = math.ceil((r.rollout_workers + bf16_actors) / r.num_gpus)
+            pg = placement_group([{"GPU": 1, "CPU": per_gpu * cpa}] * r.num_gpus, strategy="PACK")
             ray.get(pg.ready())
             self.groups = {"rollout": pg, "regen": pg, "learner": pg}
-            per_gpu = (r.rollout_workers + r.regen_workers + 1 + r.learners) / r.num_gpus
-            share = min(1.0, 1.0 / max(per_gpu, 1.0))
-            self.gpu_share = {"rollout": share, "regen": share, "learner": share}
+            self.gpu_share = dict.fromkeys(("rollout", "regen", "learner"), 1.0 / per_gpu)
         else:
             lowp_gpus = max(1, r.num_gpus // 2)
-            lowp = placement_group([{"GPU": 1, "CPU": 0}] * lowp_gpus, strategy="PACK")
-            bf16 = placement_group([{"GPU": 1, "CPU": 0}] * (r.num_gpus - lowp_gpus), strategy="PACK")
+            bf16_gpus = r.num_gpus - lowp_gpus
+            lowp_per_gpu = math.ceil(r.rollout_workers / lowp_gpus)
+            bf16_per_gpu = math.ceil(bf16_actors / bf16_gpus)
+            lowp = placement_group([{"GPU": 1, "CPU": lowp_per_gpu * cpa}] * lowp_gpus, strategy="PACK")
+            bf16 = placement_group([{"GPU": 1, "CPU": bf16_per_gpu * cpa}] * bf16_gpus, strategy="PACK")
             ray.get([lowp.ready(), bf16.ready()])
             self.groups = {"rollout": lowp, "regen": bf16, "learner": bf16}
-            self.gpu_share["rollout"] = min(1.0, lowp_gpus / r.rollout_workers)
-            bf16_actors = r.regen_workers + 1 + r.learners
-            self.gpu_share["regen"] = self.gpu_share["learner"] = min(1.0, (r.num_gpus - lowp_gpus) / bf16_actors)
+            self.gpu_share = {"rollout": 1.0 / lowp_per_gpu, "regen": 1.0 / bf16_per_gpu,
+                              "learner": 1.0 / bf16_per_gpu}
+        # Actors of a role are spread over its bundles in order: index i goes to bundle i % bundles.
+        self.next_index: dict[str, int] = {"rollout": 0, "regen": 0, "learner": 0}
 
     def options(self, role: str, index: int) -> dict:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -210,9 +216,14 @@ class Placement:
         group = self.groups.get(role)
         if group is not None:
             bundles = len(group.bundle_specs)  # type: ignore[attr-defined]
+            # regen and learner share the BF16 group: count them together so they spread evenly.
+            pool = "bf16" if role in ("regen", "learner") and r.placement == "split" else role
+            slot = self.next_index.setdefault(pool, 0) if r.placement == "split" else index
+            if r.placement == "split":
+                self.next_index[pool] += 1
             opts["num_gpus"] = self.gpu_share[role]
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                group, placement_group_bundle_index=index % bundles)
+                group, placement_group_bundle_index=slot % bundles)
         return opts
 
     def remove(self) -> None:

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from workers.models.tokenizer import build_char_tokenizer
-from workers.rewards.aesthetic import AESTHETIC_HEAD_FILE, convert_aesthetic_checkpoint
+from workers.rewards.aesthetic import convert_aesthetic_checkpoint
 from workers.rewards.heads import LinearMLPHead
 from workers.rewards.hpsv2 import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, convert_hpsv2_checkpoint
 from workers.rewards.imagereward import IMAGEREWARD_HEAD_FILE, IMAGEREWARD_TEXT_TOKENS
@@ -182,8 +182,7 @@ def build_tiny_aesthetic(out: Path, seed: int = 0) -> Path:
     with tempfile.TemporaryDirectory(prefix="tiny-aesthetic-") as tmp:
         pth = Path(tmp) / "sac+logos+ava1-l14-linearMSE.pth"
         torch.save(head.state_dict(), str(pth))
-        convert_aesthetic_checkpoint(pth, out)
-    assert (out / AESTHETIC_HEAD_FILE).is_file()
+        convert_aesthetic_checkpoint(pth, out)  # writes out / AESTHETIC_HEAD_FILE
     return out
 
 

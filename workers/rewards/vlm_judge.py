@@ -100,7 +100,7 @@ class VLMJudgeConfig:
             raise ValueError(f"reward {NAME!r}: timeout_seconds must be a positive number, got {timeout!r}")
         if isinstance(config.max_concurrency, bool) or not isinstance(config.max_concurrency, int) or config.max_concurrency < 1:
             raise ValueError(f"reward {NAME!r}: max_concurrency must be an int >= 1, got {config.max_concurrency!r}")
-        if "{prompt}" not in config.question:
+        if not isinstance(config.question, str) or "{prompt}" not in config.question:
             raise ValueError(f"reward {NAME!r}: question must contain '{{prompt}}', got {config.question!r}")
         return config
 
@@ -197,7 +197,8 @@ class VLMJudgeReward:
         payload = self._post(self._request_body(image_url, prompt))
         try:
             return parse_yes_score(json.loads(payload))
-        except ValueError as err:  # also json.JSONDecodeError and UnicodeDecodeError
+        # ValueError covers JSONDecodeError/UnicodeDecodeError; the others come from oddly shaped JSON.
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise RewardError(NAME, f"cannot read the answer from {self.url}: {err}") from err
 
     def __call__(self, images_B3HW: Tensor, prompts: list[str]) -> Tensor:

@@ -213,3 +213,10 @@ def test_parse_yes_score_units() -> None:
 def test_option_validation(extra: dict, path: str | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         get_reward("vlm_judge", RewardOptions(path=path, extra=extra))
+
+
+def test_oddly_shaped_logprobs_raise_reward_error(stub) -> None:
+    body = {"choices": [{"logprobs": {"content": [{"token": "Yes", "top_logprobs": [{"token": "Yes"}]}]}}]}
+    server = stub(lambda _body: (200, body, 0.0))
+    with pytest.raises(RewardError, match="cannot read the answer"):
+        _judge(server)(_images(1), ["a cat"])
