@@ -35,6 +35,7 @@ from orchestration.roles import (
     SampleRequest,
     Stage,
     TrainRequest,
+    build_reward,
     build_sampler,
     learner_settings,
     local_scorer,
@@ -60,14 +61,13 @@ class SamplerActor:
 
     def __init__(self, cfg_data: dict, stage: Stage, precision: str | None, reward_app: str | None) -> None:
         from orchestration.models import load_adapter
-        from workers.rewards import combine_rewards
 
         self.cfg = TrainJobConfig.model_validate(cfg_data)
         self.stage = stage
         self.adapter = load_adapter(self.cfg, _device())
         self.worker = build_sampler(self.adapter, self.cfg, stage, precision)
         self.reward_app = reward_app
-        self._local_score = None if reward_app else local_scorer(combine_rewards(self.cfg.reward.weights))
+        self._local_score = None if reward_app else local_scorer(build_reward(self.cfg))
         self._client = None
 
     def _score(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -412,6 +412,23 @@ class PendingSample:
         return SampleOutput.cat([results[i] for i in range(len(self.shards))])
 
 
+def reward_server_kwargs(cfg: TrainJobConfig) -> dict:
+    """Model-based rewards' options for the server.
+
+    Reward replicas get no GPU of their own (the job's placement groups hold whole GPUs), so
+    "auto" means CPU there; set an explicit device only where the replicas can see one.
+    """
+    from workers.rewards import RewardOptions
+
+    if not cfg.reward.models:
+        return {}
+    options = {}
+    for name, m in cfg.reward.models.items():
+        device = "cpu" if m.device == "auto" else m.device
+        options[name] = RewardOptions(path=m.path, device=device, batch_size=m.batch_size, extra=dict(m.extra))
+    return {"options": options}
+
+
 def deploy_reward_server(cfg: TrainJobConfig, app_name: str, role_resources: bool) -> str:
     """Run the job's reward server (a Serve app) on the cluster; return its HTTP base URL."""
     from ray import serve
@@ -424,7 +441,7 @@ def deploy_reward_server(cfg: TrainJobConfig, app_name: str, role_resources: boo
     app = build_reward_app(
         cfg.reward.weights, num_replicas=r.reward_replicas, num_cpus=r.cpus_per_actor,
         resources={ROLE_RESOURCES["reward"]: 0.01} if role_resources else None,
-        image_size=(cfg.model.height, cfg.model.width),
+        image_size=(cfg.model.height, cfg.model.width), **reward_server_kwargs(cfg),
     )
     serve.run(app, name=app_name, route_prefix=f"/{app_name}")
     http = serve.context._global_client.http_config if serve.context._global_client else None  # noqa: SLF001

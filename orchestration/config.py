@@ -8,7 +8,7 @@ the field and the fix. The baselines of the paper are *settings* of the same loo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -105,24 +105,55 @@ class SamplerConfig(_Strict):
     shift: float = Field(1.0, gt=0, description="SD3-style time shift of the sigma grid.")
 
 
+class RewardModelSettings(_Strict):
+    """Where and how a model-based reward (clipscore, pickscore, hpsv2, imagereward, aesthetic, vlm_judge) loads."""
+
+    path: str | None = Field(None, description="Local directory of the reward model (not needed by vlm_judge).")
+    device: str = Field("auto", description="auto (cuda if available where the reward runs), cpu, cuda, cuda:N.")
+    batch_size: PositiveInt = Field(16, description="Images per reward-model forward pass.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Reward-specific keys (vlm_judge: base_url, model).")
+
+
 class RewardConfig(_Strict):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"jpeg_compressibility": 1.0}, description="Reward name -> weight (summed)."
+    )
+    models: dict[str, RewardModelSettings] = Field(
+        default_factory=dict, description="Reward name -> model location, for each model-based reward in weights."
     )
 
     @field_validator("weights")
     @classmethod
     def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
-        from workers.rewards import REWARDS
+        from workers.rewards import known_rewards
 
         if not value:
             raise ValueError("give at least one reward, e.g. {jpeg_compressibility: 1.0}")
-        unknown = sorted(set(value) - set(REWARDS))
+        unknown = sorted(set(value) - known_rewards())
         if unknown:
-            raise ValueError(f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}")
+            raise ValueError(f"unknown reward(s) {unknown}; valid: {sorted(known_rewards())}")
         if sum(value.values()) <= 0:
             raise ValueError("reward weights must sum to a positive number")
         return value
+
+    @model_validator(mode="after")
+    def _models_match_weights(self) -> RewardConfig:
+        from workers.rewards import REWARD_BUILDERS
+
+        for name in self.weights:
+            if name in REWARD_BUILDERS and name not in self.models:
+                raise ValueError(f"reward.models.{name} is missing: {name} loads a model; give its local path")
+        for name, settings in self.models.items():
+            if name not in self.weights:
+                raise ValueError(f"reward.models.{name} has no weight in reward.weights; add one or remove it")
+            if name not in REWARD_BUILDERS:
+                raise ValueError(f"reward.models.{name}: {name} is not model-based and takes no model settings")
+            if name != "vlm_judge":
+                if settings.path is None:
+                    raise ValueError(f"reward.models.{name}.path is required (a local model directory)")
+                if not Path(settings.path).expanduser().is_dir():
+                    raise ValueError(f"reward.models.{name}.path {settings.path!r} is not a directory")
+        return self
 
 
 class NftSettings(_Strict):

@@ -23,7 +23,7 @@ from workers.generation import Generation, PolicyCopy, PolicyWeights, SamplingSe
 from workers.learner import Learner, LearnerSettings, TrainBatch
 from workers.models.base import Conditioning, ModelAdapter
 from workers.regen import RegenWorker
-from workers.rewards import MultiReward, combine_rewards
+from workers.rewards import MultiReward, RewardOptions, combine_rewards
 from workers.rollout import RolloutWorker
 
 Stage = Literal["stage1", "regen", "eval"]
@@ -183,6 +183,21 @@ def learner_settings(cfg: TrainJobConfig) -> LearnerSettings:
     )
 
 
+def reward_options(cfg: TrainJobConfig) -> dict[str, RewardOptions] | None:
+    """RewardOptions for each model-based reward, with device "auto" resolved in this process."""
+    if not cfg.reward.models:
+        return None
+    out = {}
+    for name, m in cfg.reward.models.items():
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if m.device == "auto" else m.device
+        out[name] = RewardOptions(path=m.path, device=device, batch_size=m.batch_size, extra=dict(m.extra))
+    return out
+
+
+def build_reward(cfg: TrainJobConfig) -> MultiReward:
+    return combine_rewards(cfg.reward.weights, reward_options(cfg))
+
+
 def local_scorer(reward: MultiReward) -> Callable[[torch.Tensor, list[str]], tuple[torch.Tensor, dict]]:
     def score(images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         breakdown = reward(images, prompts)
@@ -197,7 +212,7 @@ class LocalRoles:
     def __init__(self, cfg: TrainJobConfig, adapter: ModelAdapter) -> None:
         self.cfg = cfg
         self.adapter = adapter
-        self.score = local_scorer(combine_rewards(cfg.reward.weights))
+        self.score = local_scorer(build_reward(cfg))
         precision = stage1_precision(cfg)
         self.stage1: PolicyCopy | None = build_sampler(adapter, cfg, "stage1") if precision else None
         self.regen = build_sampler(adapter, cfg, "regen")

@@ -74,3 +74,37 @@ def test_fidelity_guard_moves_precision_up(tiny_root):
     assert seen[:2] == ["fp8", "bf16"]
     assert [s["to"] for s in loop.guard.switches][:2] == ["fp8", "bf16"]
     assert roles.stage1.version == loop.version  # the rebuilt copy holds the current policy
+
+
+def test_model_based_reward_in_the_loop(tiny_root):
+    from workers.rewards.tiny import ensure_tiny_reward_model
+
+    path = ensure_tiny_reward_model("clipscore", tiny_root / "rewards")
+    cfg = load_config(CONFIGS / "quickstart.yaml", [
+        *SMALL, "rollout.num_candidates=8", "regen.num_selected=4",
+        "reward.weights={jpeg_compressibility: 1.0, clipscore: 0.5}",
+        f"reward.models={{clipscore: {{path: '{path}', device: cpu}}}}",
+    ])
+    loop, _ = _loop(cfg)
+    metrics = loop.run_iteration(0)
+    assert "reward_clipscore" in metrics and "reward_jpeg_compressibility" in metrics
+    expected = metrics["reward_jpeg_compressibility"] + 0.5 * metrics["reward_clipscore"]
+    assert metrics["reward_mean"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_model_reward_config_errors(tmp_path):
+    from orchestration.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reward.models.clipscore is missing"):
+        load_config(CONFIGS / "quickstart.yaml", ["reward.weights={clipscore: 1.0}"])
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_config(CONFIGS / "quickstart.yaml", ["reward.weights={clipscore: 1.0}",
+                                                  f"reward.models={{clipscore: {{path: '{tmp_path}/x'}}}}"])
+
+
+def test_one_step_off_records_policy_lag(tiny_root):
+    cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "rollout.num_candidates=8", "regen.num_selected=4",
+                                                   "resources.one_step_off=true", "iterations=3"])
+    loop, _ = _loop(cfg)
+    lags = [loop.run_iteration(it)["policy_lag"] for it in range(3)]
+    assert lags == [0.0, 1.0, 1.0]  # stage 1 of t+1 was sampled before update t
