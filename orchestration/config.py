@@ -191,6 +191,10 @@ class EvalConfig(_Strict):
     num_steps: PositiveInt = Field(10, description="ODE steps of evaluation sampling.")
     seeds_per_prompt: PositiveInt = Field(2, description="Fixed seeds per held-out prompt.")
     use_ema: bool = Field(True, description="Evaluate with the EMA weights (the paper's protocol).")
+    fidelity_audit_every: int = Field(
+        0, ge=0, description="solrl: every N iterations also sample all N candidates in BF16 to measure top-K "
+        "overlap and the BF16 rank of the selected halves out of N (0 = never; costs a naive_scaling stage)."
+    )
 
 
 class GuardConfig(_Strict):

@@ -117,6 +117,9 @@ class TwoStageLoop:
                 train = self.sample("regen", prompts, [seeds_all[int(r)] for r in train_rows], k, tick)
                 metrics["stage2_seconds"] = time.perf_counter() - start
                 metrics.update(self.fidelity(pool_PN.gather(1, selected_PK), train.rewards_B.view(p, k)))
+                every = cfg.eval.fidelity_audit_every
+                if every and iteration % every == 0:
+                    metrics.update(self.audit(prompts, seeds_all, pool_PN, selected_PK))
             else:  # naive_scaling / naive_quant train on the stage-1 samples themselves
                 train = take_rows(pool, train_rows)
 
@@ -168,6 +171,22 @@ class TwoStageLoop:
             "fidelity_half_overlap": fid["topk_overlap"],
             "fidelity_best_half_bf16_rank": fid["best_half_mean_true_rank"],
             "fidelity_worst_half_bf16_rank": fid["worst_half_mean_true_rank"],
+        }
+
+    def audit(self, prompts: list[str], seeds_all: list[int], pool_PN: torch.Tensor,
+              selected_PK: torch.Tensor) -> dict[str, float]:
+        """Sample the whole pool in BF16 too, and rank the proxy's choice among all N (the paper's
+        selection-fidelity protocol: a perfect proxy puts the best half at rank K/4 + 0.5)."""
+        p, n = pool_PN.shape
+        bf16 = self.sample("regen", prompts, seeds_all, n, None)
+        fid = selection_fidelity(pool_PN, bf16.rewards_B.view(p, n), selected_PK, selected_PK.shape[1] // 2)
+        return {
+            "audit_spearman": fid["spearman"],
+            "audit_kendall": fid["kendall_tau"],
+            "audit_topk_overlap": fid["topk_overlap"],
+            "audit_bottomk_overlap": fid["bottomk_overlap"],
+            "audit_best_half_bf16_rank": fid["best_half_mean_true_rank"],
+            "audit_worst_half_bf16_rank": fid["worst_half_mean_true_rank"],
         }
 
     # ---- the fidelity guard ------------------------------------------------------------------

@@ -108,3 +108,13 @@ def test_one_step_off_records_policy_lag(tiny_root):
     loop, _ = _loop(cfg)
     lags = [loop.run_iteration(it)["policy_lag"] for it in range(3)]
     assert lags == [0.0, 1.0, 1.0]  # stage 1 of t+1 was sampled before update t
+
+
+def test_fidelity_audit_ranks_selection_among_all_candidates(tiny_root):
+    cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "rollout.num_candidates=16", "regen.num_selected=4",
+                                                   "eval.fidelity_audit_every=1"])
+    loop, _ = _loop(cfg)
+    m = loop.run_iteration(0)
+    # Best half: 2 of 16; a perfect proxy gives rank 1.5 and 15.5, a random one 8.5 for both.
+    assert 1.5 <= m["audit_best_half_bf16_rank"] < m["audit_worst_half_bf16_rank"] <= 15.5
+    assert 0.0 <= m["audit_topk_overlap"] <= 1.0 and -1.0 <= m["audit_spearman"] <= 1.0
