@@ -36,6 +36,18 @@ RAY_GAUGES: dict[str, tuple[str, str]] = {
 }
 
 
+ROLES = ("rollout", "regen", "learner", "reward", "selection", "eval", "weight_sync", "phase", "policy")
+
+
+def metric_role(name: str) -> str:
+    """The role a metric belongs to, from its name (solrl_<role>_<quantity>_<unit>)."""
+    rest = name.removeprefix("solrl_")
+    for role in ROLES:
+        if rest.startswith(role + "_"):
+            return role
+    return "driver"
+
+
 def ray_metric_names() -> list[str]:
     return sorted({name for name, _ in RAY_GAUGES.values()})
 
@@ -63,7 +75,7 @@ class MetricsSink:
             from ray.util.metrics import Gauge
 
             for key, (name, description) in RAY_GAUGES.items():
-                self.gauges[key] = Gauge(name, description=description, tag_keys=("job_id", "precision"))
+                self.gauges[key] = Gauge(name, description=description, tag_keys=("job_id", "role", "precision"))
 
     def emit(self, record: dict, precision: str | None = None) -> None:
         clean = {k: (v if _finite(v) or not isinstance(v, float) else None) for k, v in record.items()}
@@ -77,7 +89,8 @@ class MetricsSink:
                 self.tb.add_scalar(key, float(value), step)
             gauge = self.gauges.get(key)
             if gauge is not None:
-                gauge.set(float(value), tags={"job_id": self.job_id, "precision": precision or "none"})
+                tags = {"job_id": self.job_id, "role": metric_role(RAY_GAUGES[key][0]), "precision": precision or "none"}
+                gauge.set(float(value), tags=tags)
 
     def close(self) -> None:
         self.file.close()
