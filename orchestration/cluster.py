@@ -89,6 +89,18 @@ class SamplerActor:
     def set_policy(self, weights) -> float:
         return self.worker.set_policy(weights)
 
+    def join_sync_group(self, host: str, port: int, rank: int, world_size: int) -> None:
+        from orchestration.weight_sync import SyncGroup
+
+        self.sync_group = SyncGroup(host, port, rank, world_size, str(self.adapter.device))
+
+    def receive_policy(self, manifest) -> float:
+        """Full weights through the collective group (see orchestration/weight_sync.py)."""
+        from workers.generation import PolicyWeights
+
+        state = self.sync_group.receive(manifest)
+        return self.worker.set_policy(PolicyWeights(manifest.version, full=state))
+
     def set_precision(self, precision: str, weights) -> None:
         self.worker = build_sampler(self.adapter, self.cfg, self.stage, precision)
         self.worker.set_policy(weights)
@@ -129,6 +141,23 @@ class LearnerActor:
 
     def policy_weights(self):
         return self.learner.policy_weights()
+
+    def join_sync_group(self, host: str, port: int, world_size: int) -> None:
+        from orchestration.weight_sync import SyncGroup
+
+        self.sync_group = SyncGroup(host, port, 0, world_size, str(self.adapter.device))
+
+    def policy_manifest(self):
+        """Export the policy once; keep it for ``broadcast_policy`` and return its manifest."""
+        from orchestration.weight_sync import manifest_of
+
+        weights = self.learner.policy_weights()
+        self._pending_full = weights.full
+        return manifest_of(weights.version, weights.full)
+
+    def broadcast_policy(self) -> None:
+        self.sync_group.send(self._pending_full)
+        self._pending_full = None
 
     def ema_weights(self):
         return self.learner.ema_weights()
@@ -266,6 +295,10 @@ class RayRoles:
         ray.get([s.handle.ready.remote() for slots in self.slots.values() for s in slots])
         self._weights_ref = None
         self._weights_refs: dict[int, ray.ObjectRef] = {}
+        # Full weights go through a collective group; LoRA deltas (small) through the object store.
+        self.collective = not cfg.lora.enabled and cfg.resources.weight_sync != "object_store"
+        if self.collective:
+            self._form_sync_group()
         self.restarts = 0
         # Fault-injection point for chaos tests: called with (request, slots) right after a stage's
         # shards are submitted (e.g. to ray.kill an actor mid-iteration).
@@ -286,9 +319,26 @@ class RayRoles:
     def _stage_slots(self, stage: Stage) -> list[ActorSlot]:
         return self.slots[stage] if self.slots[stage] else self.slots["regen"]
 
+    def _sync_targets(self) -> list[ray.actor.ActorHandle]:
+        return [s.handle for stage in ("stage1", "regen") for s in self.slots[stage]]
+
+    def _form_sync_group(self) -> None:
+        targets = self._sync_targets()
+        host, port, world = ray.util.get_node_ip_address(), _free_port(), len(targets) + 1
+        refs = [self.learners[0].join_sync_group.remote(host, port, world)]
+        refs += [h.join_sync_group.remote(host, port, rank, world) for rank, h in enumerate(targets, start=1)]
+        ray.get(refs)
+
     def _recover(self, slot: ActorSlot, weights_ref) -> None:
         """Wait for a restarted actor (or replace a dead one) and give it the current policy."""
         self.restarts += 1
+        if self.collective:
+            # The restarted process is not in the broadcast group any more: from now on full
+            # weights travel through the object store (correct, only slower).
+            log.warning("a sampling actor restarted: full-weight sync falls back to the object store")
+            self.collective = False
+            if weights_ref is None:
+                weights_ref = self.learners[0].policy_weights.remote()
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -327,6 +377,14 @@ class RayRoles:
     def sync(self) -> float:
         """Export the new policy once (object store) and load it into every sampling actor."""
         start = time.perf_counter()
+        if self.collective:
+            manifest = ray.get(self.learners[0].policy_manifest.remote())
+            refs = [self.learners[0].broadcast_policy.remote()]
+            refs += [h.receive_policy.remote(manifest) for h in self._sync_targets()]
+            ray.get(refs)
+            self._weights_ref = None  # recovery exports a fresh copy through the object store if needed
+            self._weights_refs = {}
+            return time.perf_counter() - start
         self._weights_ref = self.learners[0].policy_weights.remote()
         version = ray.get(self._weights_ref).version
         # Keep the previous version too: a one-step-off prefetch still samples with it.

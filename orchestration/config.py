@@ -227,6 +227,10 @@ class ResourcesConfig(_Strict):
     reward_replicas: PositiveInt = Field(1, description="Replicas of the reward server.")
     cpus_per_actor: float = Field(0.25, ge=0, description="Logical CPUs each actor reserves.")
     max_restarts: int = Field(3, ge=-1, description="Restarts of a dead sampling actor (-1 = unlimited).")
+    weight_sync: Literal["auto", "object_store", "collective"] = Field(
+        "auto", description="auto: LoRA deltas via the object store, full weights via a collective group "
+        "(NCCL on GPU, gloo on CPU); object_store: always the object store.",
+    )
     one_step_off: bool = Field(
         False, description="Overlap stage 1 of iteration t+1 with the learner update of t (policy lag 1)."
     )
@@ -278,6 +282,9 @@ class TrainJobConfig(_Strict):
                 "resources.placement split puts the rollout fleet and the BF16 roles on different GPUs: "
                 "resources.num_gpus must be >= 2 (or 0 on CPU); use placement colocate on one GPU"
             )
+        if r.weight_sync == "collective" and self.lora.enabled:
+            raise ValueError("resources.weight_sync collective is for full weights: set lora.enabled false, "
+                             "or use auto (LoRA deltas travel through the object store)")
         if r.one_step_off and self.method != "solrl":
             raise ValueError("resources.one_step_off overlaps stage 1 with the update: it needs method solrl")
         g = self.train.grpo

@@ -147,3 +147,23 @@ def test_data_parallel_learners(ray_cluster, local_reference, tmp_path):
     # Same per-sample noise and timesteps on every rank; only the float summation order differs.
     assert records[0]["loss"] == pytest.approx(local_reference[0]["loss"], rel=1e-4)
     assert records[0]["grad_norm"] == pytest.approx(local_reference[0]["grad_norm"], rel=1e-3)
+
+
+def test_full_weights_sync_through_collective_group(ray_cluster):
+    """lora.enabled=false: full weights are broadcast (gloo here, NCCL on GPU) and give the same run."""
+    overrides = [*JOB, "iterations=2", "lora.enabled=false", "resources.rollout_workers=1"]
+    cfg = load_config(QUICKSTART, overrides)
+    local = TwoStageLoop(cfg, LocalRoles(cfg, load_adapter(cfg)))
+    expected = [local.run_iteration(it) for it in range(2)]
+    roles = RayRoles(cfg, job_id="full", use_reward_server=False)
+    try:
+        assert roles.collective
+        loop = TwoStageLoop(cfg, roles)
+        records = [loop.run_iteration(it) for it in range(2)]
+        assert roles.collective  # no fallback happened
+    finally:
+        roles.close()
+    # Iteration 1 samples with the broadcast weights of version 1: same rewards as in one process.
+    for got, want in zip(records, expected, strict=True):
+        assert got["reward_mean"] == pytest.approx(want["reward_mean"], rel=1e-6)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
