@@ -90,6 +90,76 @@ def quickstart(
     console.print(f"Samples, reward curve and metrics: {out}/ (dashboard: {ray_dashboard_url()})")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Measure rollout, iteration and weight-sync speed.")
+app.add_typer(bench_app, name="bench")
+
+
+def _overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, _, raw = item.partition("=")
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+@bench_app.command("rollout")
+def bench_rollout_cmd(
+    arch: Annotated[str, typer.Option(help="sd35_medium, sd35_large, flux1_dev, sana_1600m")] = "sd35_medium",
+    resolution: Annotated[int, typer.Option()] = 512,
+    steps: Annotated[int, typer.Option()] = 6,
+    batch: Annotated[int, typer.Option()] = 8,
+    modes: Annotated[str, typer.Option(help="Comma list: diffusers-eager-bf16, engine-bf16, engine-fp8, "
+                                              "engine-nvfp4")] = "diffusers-eager-bf16,engine-bf16,engine-fp8,engine-nvfp4",
+    compile_engine: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
+    device: Annotated[str, typer.Option()] = "cuda",
+    repeats: Annotated[int, typer.Option()] = 3,
+    arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value "
+                                                             "(e.g. num_layers=2 for a smoke run).")] = None,
+    out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/rollout"),
+) -> None:
+    """Images/s of the denoising loop per mode, with the GEMM roofline."""
+    from orchestration.bench.report import write_report
+    from orchestration.bench.rollout import (
+        bench_rollout,
+        measured_gemm_tflops,
+        rows_to_dicts,
+        rows_to_markdown,
+    )
+
+    ceilings = measured_gemm_tflops(device)
+    rows = bench_rollout(arch, resolution=resolution, steps=steps, batch=batch, modes=modes.split(","),
+                         compile_engine=compile_engine, device=device, repeats=repeats,
+                         overrides=_overrides(arch_set), bf16_tflops=ceilings.get("bf16"))
+    table = rows_to_markdown(rows)
+    write_report(out, f"Rollout speed: {arch} at {resolution} px", table, rows_to_dicts(rows),
+                 {"gemm_tflops_measured": ceilings, "arch_overrides": _overrides(arch_set)})
+    typer.echo(table)
+
+
+@bench_app.command("sync")
+def bench_sync_cmd(
+    arch: Annotated[str, typer.Option()] = "sd35_medium",
+    precisions: Annotated[str, typer.Option()] = "bf16,fp8,nvfp4",
+    lora_rank: Annotated[int, typer.Option()] = 32,
+    device: Annotated[str, typer.Option()] = "cuda",
+    repeats: Annotated[int, typer.Option()] = 3,
+    arch_set: Annotated[list[str] | None, typer.Option("--arch-set")] = None,
+    out: Annotated[Path, typer.Option()] = Path("docs/results/sync"),
+) -> None:
+    """Weight refresh latency (LoRA merge or full weights, with re-quantization) per precision."""
+    from orchestration.bench.report import write_report
+    from orchestration.bench.sync import bench_sync, rows_to_dicts, rows_to_markdown
+
+    rows = bench_sync(arch, precisions=precisions.split(","), lora_rank=lora_rank, device=device,
+                      repeats=repeats, overrides=_overrides(arch_set))
+    table = rows_to_markdown(rows)
+    write_report(out, f"Weight refresh: {arch}", table, rows_to_dicts(rows),
+                 {"arch_overrides": _overrides(arch_set)})
+    typer.echo(table)
+
+
 @app.command("build-tiny")
 def build_tiny(
     family: Annotated[str, typer.Argument(help="sd3, flux or sana")] = "sd3",

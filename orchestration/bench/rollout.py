@@ -1,0 +1,166 @@
+"""`solrl bench rollout`: images/s and peak memory of the denoising loop, per (arch, resolution, steps,
+batch, mode), plus the GEMM-level roofline of the architecture.
+
+Modes (every row times only the transformer's denoising loop; text encoding and VAE are excluded):
+- ``diffusers-eager-bf16``: diffusers' FlowMatchEulerDiscreteScheduler stepping loop over the eager
+  BF16 transformer — how flow_grpo and the paper's baselines sample (the anchor);
+- ``engine-<precision>``: our sampler over a copy with the precision swapped in (bf16, fp8, nvfp4),
+  optionally ``torch.compile``d.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from orchestration.bench.arch import ARCHS, build_adapter, build_transformer, random_conditioning
+from workers.models.base import Conditioning, ModelAdapter
+from workers.precision import apply_precision
+from workers.sampling import flow_sigmas, initial_noise, sample
+
+
+@dataclass
+class RolloutRow:
+    arch: str
+    resolution: int
+    steps: int
+    batch: int
+    mode: str
+    compiled: bool
+    images_per_second: float
+    seconds_per_batch: float
+    peak_memory_gib: float | None
+    tflops_achieved: float | None
+    note: str = ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    fn()  # warm-up (and compilation)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def flops_per_image(adapter: ModelAdapter, cond: Conditioning, steps: int) -> float:
+    """FLOPs of one image's denoising loop (one transformer forward per step), counted by torch."""
+    x = torch.zeros(1, *adapter.latent_shape(), device=adapter.device, dtype=adapter.dtype)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        adapter.velocity(x, torch.full((1,), 0.5, device=adapter.device), cond.index([0]))
+    return float(counter.get_total_flops()) * steps
+
+
+def diffusers_loop(adapter: ModelAdapter, cond: Conditioning, steps: int, batch: int, seed: int) -> Callable:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    device, dtype = adapter.device, adapter.dtype
+
+    @torch.no_grad()
+    def run() -> torch.Tensor:
+        scheduler.set_timesteps(steps, device=device)
+        x = initial_noise(list(range(seed, seed + batch)), adapter.latent_shape(), dtype=dtype, device=device)
+        for t in scheduler.timesteps:
+            v = adapter.velocity(x, (t / 1000).expand(batch).to(device), cond)
+            x = scheduler.step(v, t, x, return_dict=False)[0]
+        return x
+
+    return run
+
+
+def engine_loop(adapter: ModelAdapter, model: nn.Module, cond: Conditioning, steps: int, batch: int,
+                seed: int) -> Callable:
+    sigmas = flow_sigmas(steps).to(adapter.device)
+    device, dtype = adapter.device, adapter.dtype
+
+    @torch.no_grad()
+    def run() -> torch.Tensor:
+        x = initial_noise(list(range(seed, seed + batch)), adapter.latent_shape(), dtype=torch.float32, device=device)
+        return sample(lambda z, t: adapter.velocity(z.to(dtype), t, cond, transformer=model).float(), x, sigmas,
+                      solver="euler").x0
+
+    return run
+
+
+def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: list[str], compile_engine: bool,
+                  device: str, repeats: int = 3, overrides: dict | None = None,
+                  bf16_tflops: float | None = None) -> list[RolloutRow]:
+    dev = torch.device(device)
+    base = build_transformer(arch, device=dev, dtype=torch.bfloat16, overrides=overrides)
+    adapter = build_adapter(arch, base, resolution)
+    cond = random_conditioning(arch, batch, device=dev, dtype=torch.bfloat16)
+    flops = flops_per_image(adapter, cond, steps)
+    rows = []
+    for mode in modes:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        compiled = False
+        if mode == "diffusers-eager-bf16":
+            fn = diffusers_loop(adapter, cond, steps, batch, seed=0)
+            model = None
+        elif mode.startswith("engine-"):
+            precision = mode.removeprefix("engine-")
+            model = copy.deepcopy(base) if precision != "bf16" else base
+            if precision != "bf16":
+                apply_precision(model, precision, ARCHS[arch].family)  # type: ignore[arg-type]
+            if compile_engine:
+                model = torch.compile(model, fullgraph=False)
+                compiled = True
+            fn = engine_loop(adapter, model, cond, steps, batch, seed=0)
+        else:
+            raise ValueError(f"unknown mode {mode!r}: diffusers-eager-bf16 or engine-<bf16|fp8|nvfp4>")
+        seconds = _timed(fn, dev, repeats)
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+        achieved = flops * batch / seconds / 1e12
+        note = f"{achieved / bf16_tflops:.0%} of measured BF16 peak" if bf16_tflops else ""
+        rows.append(RolloutRow(arch, resolution, steps, batch, mode, compiled, batch / seconds, seconds, peak,
+                               achieved, note))
+        del fn, model
+    return rows
+
+
+def measured_gemm_tflops(device: str, size: int = 8192) -> dict[str, float]:
+    """The GPU's measured BF16 and FP8 (rowwise _scaled_mm) GEMM rates on one large square product."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return {}
+    a = torch.randn(size, size, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=dev, dtype=torch.bfloat16)
+    flops = 2 * size**3
+    out = {"bf16": flops / _timed(lambda: a @ b, dev, 10) / 1e12}
+    if torch.cuda.get_device_capability(dev) >= (8, 9):
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
+        sa = torch.ones(size, 1, device=dev)
+        sb = torch.ones(1, size, device=dev)
+        out["fp8"] = flops / _timed(lambda: torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb,
+                                                             out_dtype=torch.bfloat16), dev, 10) / 1e12
+    return out
+
+
+def rows_to_markdown(rows: list[RolloutRow]) -> str:
+    head = "| arch | res | steps | batch | mode | compiled | images/s | s/batch | peak GiB | TFLOP/s | note |"
+    lines = [head, "| " + " | ".join(["---"] * 11) + " |"]
+    for r in rows:
+        peak = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "-"
+        lines.append(f"| {r.arch} | {r.resolution} | {r.steps} | {r.batch} | {r.mode} | {r.compiled} | "
+                     f"{r.images_per_second:.2f} | {r.seconds_per_batch:.3f} | {peak} | "
+                     f"{r.tflops_achieved:.1f} | {r.note} |")
+    return "\n".join(lines)
+
+
+def rows_to_dicts(rows: list[RolloutRow]) -> list[dict]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,35 @@
+"""`solrl bench` end to end at toy size on CPU (the real numbers come from GPU runs in docs/results/)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from orchestration.cli import app
+
+TOY = ["--arch", "sd35_medium", "--device", "cpu", "--repeats", "1", "--arch-set", "num_layers=1",
+       "--arch-set", "dual_attention_layers=[0]"]
+
+
+def test_bench_rollout_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "rollout"
+    result = CliRunner().invoke(app, ["bench", "rollout", *TOY, "--resolution", "128", "--steps", "2", "--batch", "2",
+                                      "--no-compile", "--modes", "diffusers-eager-bf16,engine-bf16,engine-fp8",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [r["mode"] for r in data["rows"]] == ["diffusers-eager-bf16", "engine-bf16", "engine-fp8"]
+    assert all(r["images_per_second"] > 0 and r["tflops_achieved"] > 0 for r in data["rows"])
+    for key in ("date", "command", "torch", "device"):
+        assert data["environment"][key]
+    assert "| engine-fp8 |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_sync(tmp_path):
+    out = tmp_path / "sync"
+    result = CliRunner().invoke(app, ["bench", "sync", *TOY, "--precisions", "fp8", "--lora-rank", "4",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert {r["update"] for r in rows} == {"lora_r4", "full"} and all(r["seconds"] > 0 for r in rows)
