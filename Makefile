@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= dev,ray
+EXTRAS ?= dev,ray,api
 OUT ?= runs/quickstart
 
-.PHONY: install quickstart test test-unit lint gpu-test clean
+.PHONY: install quickstart test test-unit lint gpu-test clean postgres
+.PHONY: deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,21 @@ quickstart: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# PostgreSQL binaries for the job service's tests (Debian's package; the tests start their own throwaway
+# cluster). Skipped when already installed; without apt or root the Postgres tests skip with a reason.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "postgresql could not be installed; the PostgreSQL tests will be skipped"
+
+# Render every kustomization and lint the Dockerfiles with the dev extra's kubectl and hadolint (no Docker
+# engine or cluster needed); tests/deploy validates every rendered object against its schema.
+deploy-check: install
+	@for k in deploy/overlays/dev deploy/overlays/prod deploy/monitoring; do \
+	  $(or $(wildcard $(BIN)/kubectl),kubectl) kustomize $$k >/dev/null || exit 1; done
+	$(BIN)/hadolint --config docker/.hadolint.yaml docker/Dockerfile.api docker/Dockerfile.gpu docker/Dockerfile.vllm
+
+test: install lint postgres deploy-check
 	$(BIN)/pytest -q -m "not gpu" tests
 
 test-unit: install

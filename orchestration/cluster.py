@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # Custom resources a KubeRay worker group advertises per role (deploy/ uses the same names).
 ROLE_RESOURCES = {"rollout": "solrl_rollout_lowp", "regen": "solrl_regen", "learner": "solrl_learner",
                   "reward": "solrl_reward"}
+ROLE_RESOURCE_UNIT = 0.01  # what one actor requests of its role's resource (a group advertises whole units)
 ACTOR_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
@@ -215,9 +216,17 @@ class Placement:
 
         cpa = r.cpus_per_actor
         bf16_actors = r.regen_workers + 1 + r.learners  # + 1: the evaluation copy
+
+        def bundle(per_gpu: int, roles: tuple[str, ...]) -> dict:
+            # A bundle must hold whatever its actors request, custom role resources included.
+            spec = {"GPU": 1, "CPU": per_gpu * cpa}
+            if role_resources:
+                spec.update({ROLE_RESOURCES[role]: ROLE_RESOURCE_UNIT * per_gpu for role in roles})
+            return spec
+
         if r.placement == "colocate":
             per_gpu = math.ceil((r.rollout_workers + bf16_actors) / r.num_gpus)
-            pg = placement_group([{"GPU": 1, "CPU": per_gpu * cpa}] * r.num_gpus, strategy="PACK")
+            pg = placement_group([bundle(per_gpu, ("rollout", "regen", "learner"))] * r.num_gpus, strategy="PACK")
             ray.get(pg.ready())
             self.groups = {"rollout": pg, "regen": pg, "learner": pg}
             self.gpu_share = dict.fromkeys(("rollout", "regen", "learner"), 1.0 / per_gpu)
@@ -226,8 +235,8 @@ class Placement:
             bf16_gpus = r.num_gpus - lowp_gpus
             lowp_per_gpu = math.ceil(r.rollout_workers / lowp_gpus)
             bf16_per_gpu = math.ceil(bf16_actors / bf16_gpus)
-            lowp = placement_group([{"GPU": 1, "CPU": lowp_per_gpu * cpa}] * lowp_gpus, strategy="PACK")
-            bf16 = placement_group([{"GPU": 1, "CPU": bf16_per_gpu * cpa}] * bf16_gpus, strategy="PACK")
+            lowp = placement_group([bundle(lowp_per_gpu, ("rollout",))] * lowp_gpus, strategy="PACK")
+            bf16 = placement_group([bundle(bf16_per_gpu, ("regen", "learner"))] * bf16_gpus, strategy="PACK")
             ray.get([lowp.ready(), bf16.ready()])
             self.groups = {"rollout": lowp, "regen": bf16, "learner": bf16}
             self.gpu_share = {"rollout": 1.0 / lowp_per_gpu, "regen": 1.0 / bf16_per_gpu,
@@ -241,7 +250,7 @@ class Placement:
         r = self.cfg.resources
         opts: dict = {"num_cpus": r.cpus_per_actor}
         if self.role_resources:
-            opts["resources"] = {ROLE_RESOURCES[role]: 0.01}
+            opts["resources"] = {ROLE_RESOURCES[role]: ROLE_RESOURCE_UNIT}
         group = self.groups.get(role)
         if group is not None:
             bundles = len(group.bundle_specs)  # type: ignore[attr-defined]
@@ -498,7 +507,7 @@ def deploy_reward_server(cfg: TrainJobConfig, app_name: str, role_resources: boo
         serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     app = build_reward_app(
         cfg.reward.weights, num_replicas=r.reward_replicas, num_cpus=r.cpus_per_actor,
-        resources={ROLE_RESOURCES["reward"]: 0.01} if role_resources else None,
+        resources={ROLE_RESOURCES["reward"]: ROLE_RESOURCE_UNIT} if role_resources else None,
         image_size=(cfg.model.height, cfg.model.width), **reward_server_kwargs(cfg),
     )
     serve.run(app, name=app_name, route_prefix=f"/{app_name}")

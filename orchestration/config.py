@@ -72,8 +72,10 @@ class PromptsConfig(_Strict):
     @classmethod
     def _source_exists(cls, value: str) -> str:
         if value.startswith("builtin:"):
-            if value != "builtin:shapes":
-                raise ValueError(f"unknown builtin prompt set {value!r}; use builtin:shapes or a file path")
+            from orchestration.prompts import BUILTIN_SOURCES
+
+            if value not in BUILTIN_SOURCES:
+                raise ValueError(f"unknown builtin prompt set {value!r}; use one of {list(BUILTIN_SOURCES)} or a file path")
         elif not Path(value).expanduser().is_file():
             raise ValueError(f"prompt file {value!r} does not exist; give a text file with one prompt per line")
         return value
@@ -226,6 +228,10 @@ class ResourcesConfig(_Strict):
     learners: PositiveInt = Field(1, description="Data-parallel learner ranks (gloo on CPU, NCCL on GPU).")
     reward_replicas: PositiveInt = Field(1, description="Replicas of the reward server.")
     cpus_per_actor: float = Field(0.25, ge=0, description="Logical CPUs each actor reserves.")
+    role_resources: bool = Field(
+        False, description="Actors also request their KubeRay worker group's custom resource "
+        "(solrl_rollout_lowp, solrl_regen, solrl_learner, solrl_reward); set true on the deploy/ cluster.",
+    )
     max_restarts: int = Field(3, ge=-1, description="Restarts of a dead sampling actor (-1 = unlimited).")
     weight_sync: Literal["auto", "object_store", "collective"] = Field(
         "auto", description="auto: LoRA deltas via the object store, full weights via a collective group "

@@ -48,7 +48,7 @@ def build_roles(cfg: TrainJobConfig, mode: Mode, job_id: str) -> Roles:
     if mode == "ray":
         from orchestration.cluster import RayRoles
 
-        return RayRoles(cfg, job_id=job_id)
+        return RayRoles(cfg, job_id=job_id, role_resources=cfg.resources.role_resources)
     from orchestration.models import load_adapter
 
     return LocalRoles(cfg, load_adapter(cfg))
