@@ -11,16 +11,14 @@ path real checkpoints use (``workers.models.loading.load_model``). Weights are r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from workers.cached_dir import ensure_built_dir
 from workers.models.tiny_autoencoder import fit_tiny_autoencoder
 from workers.models.tokenizer import build_char_tokenizer
 
@@ -159,19 +157,5 @@ def ensure_tiny_model(family: str, root: Path | None = None, seed: int = 0) -> P
         raise ValueError(f"unknown tiny model family {family!r}; valid: {', '.join(TINY_FAMILIES)}")
     root = Path(root) if root is not None else default_tiny_root()
     target = root / f"{family}-seed{seed}-v{_BUILD_VERSION}"
-    if (target / "model_index.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=root))
-    try:
-        log.info("building tiny %s model at %s", family, target)
-        TINY_BUILDERS[family](seed).save_pretrained(tmp)
-        (tmp / "solrl_tiny.json").write_text(json.dumps({"family": family, "seed": seed, "version": _BUILD_VERSION}))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ensure_built_dir(target, lambda tmp: TINY_BUILDERS[family](seed).save_pretrained(tmp),
+                            {"family": family, "seed": seed, "version": _BUILD_VERSION})

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from workers.cached_dir import ensure_built_dir
 from workers.models.tokenizer import build_char_tokenizer
 from workers.rewards.aesthetic import convert_aesthetic_checkpoint
 from workers.rewards.heads import LinearMLPHead
@@ -239,19 +239,5 @@ def ensure_tiny_reward_model(name: str, root: Path | None = None, seed: int = 0)
         raise ValueError(f"no tiny model for reward {name!r}; valid: {', '.join(TINY_REWARD_MODELS)}")
     root = Path(root) if root is not None else default_tiny_reward_root()
     target = root / f"{name}-seed{seed}-v{_BUILD_VERSION}"
-    if (target / "solrl_tiny.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
-        log.info("building tiny %s reward model at %s", name, target)
-        _BUILDERS[name](tmp, seed)
-        (tmp / "solrl_tiny.json").write_text(json.dumps({"reward": name, "seed": seed, "version": _BUILD_VERSION}))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            if not (target / "solrl_tiny.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ensure_built_dir(target, lambda tmp: _BUILDERS[name](tmp, seed),
+                            {"reward": name, "seed": seed, "version": _BUILD_VERSION})
