@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from orchestration.client_cli import register as register_service_commands
 from orchestration.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -173,6 +174,101 @@ def build_tiny(
     except ValueError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
+
+
+# The job service's commands: serve api, admin token, submit, jobs, status, logs, cancel, metrics, artifacts.
+register_service_commands(app)
+
+
+@app.command()
+def pretrain(
+    config: ConfigOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (model/, metrics, samples, summary).")],
+    overrides: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Pretrain the compositional benchmark's base model (configs/compositional/pretrain*.yaml)."""
+    _setup_logging(verbose)
+    from orchestration.pretrain import PretrainError, load_pretrain_config, run_pretrain
+
+    try:
+        cfg = load_pretrain_config(config, overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        summary = run_pretrain(cfg, out, show_progress=True)
+    except PretrainError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=2))
+
+
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A diffusers model directory or an RL run directory.")]
+SeedsOpt = Annotated[int, typer.Option("--seeds", help="Fixed seeds (images) per prompt.", min=1)]
+StepsOpt = Annotated[int, typer.Option("--num-steps", help="Sampling steps.", min=1)]
+SolverOpt = Annotated[str, typer.Option("--solver", help="euler or dpm2.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+
+
+def _check_solver(solver: str) -> None:
+    if solver not in ("euler", "dpm2"):
+        console.print(f"[red]--solver {solver!r}: use euler or dpm2[/red]")
+        raise typer.Exit(2)
+
+
+@app.command()
+def sample(
+    model: ModelOpt,
+    prompts: Annotated[list[str], typer.Option("--prompts", "-p", help="A prompt (repeat for more).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write (a row per prompt).")],
+    seeds: SeedsOpt = 4,
+    num_steps: StepsOpt = 20,
+    solver: SolverOpt = "dpm2",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fixed noise.")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Render a grid for a checkpoint and prompts; prompts in the compositional grammar are scored."""
+    _check_solver(solver)
+    from orchestration.pretrain import sample_checkpoint
+
+    try:
+        result = sample_checkpoint(model, prompts, out, seeds_per_prompt=seeds, num_steps=num_steps, solver=solver,
+                                   seed=seed, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("eval")
+def eval_checkpoint(
+    model: ModelOpt,
+    prompt_set: Annotated[str, typer.Option("--prompt-set", help="builtin:compositional or a file of captions.")
+                          ] = "builtin:compositional",
+    split: Annotated[str | None, typer.Option("--split", help="train, heldout (default) or all.")] = None,
+    num_prompts: Annotated[int | None, typer.Option("--num-prompts", help="Evaluate this many prompts, "
+                                                    "round-robin over the categories (default: all).")] = None,
+    seeds: SeedsOpt = 4,
+    num_steps: StepsOpt = 20,
+    solver: SolverOpt = "dpm2",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fixed noise.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for eval.json and the grid.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score a checkpoint with the rule-based evaluator, per GenEval category (GenEval's overall = their mean)."""
+    _check_solver(solver)
+    from orchestration.pretrain import captions_of, evaluate_checkpoint
+    from workers.compositional.captions import CaptionError
+
+    try:
+        captions = captions_of(prompt_set, split, num_prompts)
+        result = evaluate_checkpoint(model, captions, seeds_per_prompt=seeds, num_steps=num_steps, solver=solver,
+                                     seed=seed, device=device, out_dir=out)
+    except (FileNotFoundError, ValueError, CaptionError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result, indent=2))
 
 
 def main() -> None:  # pragma: no cover - console entry

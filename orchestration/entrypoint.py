@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from orchestration.jobs import EvalJobConfig, validate_job
+from orchestration.jobs import EvalJobConfig, PretrainConfig, validate_job
 
 log = logging.getLogger("solrl.entrypoint")
 
@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("job %s: kind %s in %s", spec.get("id", "?"), kind.name, job_dir)
     if isinstance(cfg, EvalJobConfig):
         result = run_eval(cfg, job_dir)
+    elif isinstance(cfg, PretrainConfig):
+        from orchestration.pretrain import run_pretrain
+
+        result = run_pretrain(cfg, job_dir, show_progress=False)
     else:
         from orchestration.checkpoint import latest_checkpoint
         from orchestration.runner import run_training

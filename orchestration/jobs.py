@@ -6,12 +6,15 @@ entrypoint runs ``python -m orchestration.entrypoint <job_dir>``, which validate
 dispatches on the kind.
 
 Kinds now: ``solrl`` and its baselines (``diffusionnft``, ``naive_scaling``, ``naive_quant``,
-``flow_grpo``), ``eval`` (score a checkpoint on a prompt set) and ``aux.<method>`` placeholders the
+``flow_grpo``), ``eval`` (score a checkpoint on a prompt set), ``pretrain`` (the compositional
+benchmark's base model, ``orchestration/pretrain.py``; its config models live here, with the other
+non-RL kinds', so the registry stays importable without torch) and ``aux.<method>`` placeholders the
 auxiliary issues fill in (registered, not runnable: submitting one is refused with a clear error).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -34,6 +37,72 @@ class EvalJobConfig(BaseModel):
     run_dir: str = Field(description="Output directory of a training job (holds config.yaml and checkpoints/).")
     num_steps: int = Field(40, ge=1, description="Sampling steps for evaluation.")
     seeds_per_prompt: int = Field(4, ge=1, description="Fixed seeds per held-out prompt.")
+
+
+class _StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PretrainModelConfig(_StrictModel):
+    """Architecture; see workers.compositional.model.ModelSpec."""
+
+    image_size: int = Field(64, ge=8, description="Image side in pixels (the VAE does not downsample).")
+    patch_size: int = Field(4, ge=1, description="Transformer patch size (image tokens = (side / patch)^2).")
+    num_layers: int = Field(8, ge=1, description="SD3 joint-attention blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads.")
+    head_dim: int = Field(64, ge=8, description="Channels per head (hidden = heads x head_dim).")
+    text_hidden: int = Field(128, ge=8, description="Width of the first CLIP text encoder.")
+    text_layers: int = Field(3, ge=1, description="Layers of the first CLIP text encoder.")
+    text_hidden_2: int = Field(64, ge=8, description="Width of the second CLIP text encoder.")
+    text_layers_2: int = Field(2, ge=1, description="Layers of the second CLIP text encoder.")
+    tokenizer_length: int = Field(48, ge=8, description="Character tokens per caption (CLIP positions).")
+
+
+class PretrainTrainConfig(_StrictModel):
+    steps: int = Field(6000, ge=1, description="Optimizer steps of the transformer and text encoders.")
+    max_seconds: float | None = Field(
+        None, gt=0, description="Training time budget (evaluations excluded): training stops at whichever of "
+        "steps and max_seconds comes first, and the learning-rate schedule follows the larger share spent. "
+        "null = steps only.")
+    batch_size: int = Field(128, ge=1, description="Images per step.")
+    lr: float = Field(3e-4, gt=0, description="Peak AdamW learning rate.")
+    warmup_steps: int = Field(200, ge=1, description="Linear warm-up steps, then cosine decay to 10% of lr.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay of the saved/evaluated weights.")
+    timesteps: Literal["logit_normal", "uniform"] = Field(
+        "logit_normal", description="Training time distribution: sigmoid(N(0, 1)) as SD3, or uniform.")
+    log_every: int = Field(50, ge=1, description="Steps per metrics.jsonl training record.")
+
+
+class PretrainEvalConfig(_StrictModel):
+    every: int = Field(1000, ge=0, description="Evaluate the EMA model every N steps (0 = only at the end).")
+    num_prompts: int = Field(48, ge=1, description="Held-out captions evaluated (round-robin over categories).")
+    train_prompts: int = Field(48, ge=0, description="Train captions also evaluated at the end (0 = none).")
+    seeds_per_prompt: int = Field(4, ge=1, description="Fixed seeds per caption.")
+    num_steps: int = Field(20, ge=1, description="Sampling steps.")
+    solver: Literal["euler", "dpm2"] = Field("dpm2", description="ODE solver (as the RL configs).")
+    batch_size: int = Field(64, ge=1, description="Images per sampling batch.")
+
+
+class PretrainConfig(_StrictModel):
+    """A pretraining job: the base model of the compositional benchmark (job kind ``pretrain``)."""
+
+    seed: int = Field(0, ge=0, description="Seed of the weights, the data stream and the evaluation noise.")
+    split_seed: int = Field(0, ge=0, description="Seed of the train / held-out caption split (as builtin:compositional).")
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N.")
+    max_sequence_length: int = Field(8, ge=1, description="T5 slots SD3 fills with zeros; use the RL config's model.max_sequence_length.")
+    supersample: int = Field(4, ge=1, description="Anti-aliasing of the rendered training images.")
+    model: PretrainModelConfig = PretrainModelConfig()
+    train: PretrainTrainConfig = PretrainTrainConfig()
+    eval: PretrainEvalConfig = PretrainEvalConfig()
+
+    def spec(self):
+        """The architecture as ``workers.compositional.model.ModelSpec``."""
+        from workers.compositional.model import ModelSpec
+
+        return ModelSpec(**self.model.model_dump())
 
 
 class AuxPlaceholderConfig(BaseModel):
@@ -89,12 +158,20 @@ class JobSpecError(ValueError):
     def from_validation(cls, err: ValidationError) -> JobSpecError:
         pairs = []
         for e in err.errors():
-            loc = ".".join(["config", *(str(p) for p in e["loc"])])
             msg = e["msg"].removeprefix("Value error, ")
+            parts = [str(p) for p in e["loc"]]
+            if not parts:
+                # A cross-field rule (model validator) has no loc; its message starts with the field it
+                # blames ("regen.num_selected (K=64) exceeds ..."), so name that field.
+                match = _LEADING_FIELD.match(msg)
+                parts = match.group(1).split(".") if match else []
             if e["type"] == "extra_forbidden":
                 msg = "unknown key"
-            pairs.append((loc, msg))
+            pairs.append((".".join(["config", *parts]), msg))
         return cls(pairs)
+
+
+_LEADING_FIELD = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)\b")
 
 
 def _train_resources(cfg: BaseModel) -> Resources:
@@ -107,8 +184,16 @@ def _eval_resources(cfg: BaseModel) -> Resources:
     return Resources(num_cpus=1.0, num_gpus=0.0)
 
 
+def _pretrain_resources(cfg: BaseModel) -> Resources:
+    assert isinstance(cfg, PretrainConfig)  # noqa: S101 - the registry pairs the model with this function
+    # The driver trains the model itself: one GPU unless the config pins it to the CPU.
+    return Resources(num_cpus=2.0, num_gpus=0.0 if cfg.device == "cpu" else 1.0)
+
+
 TRAIN_ARTIFACTS = ("summary.json", "metrics.jsonl", "samples_initial.png", "samples_final.png", "reward_curve.png",
                    "precision_report.txt", "config.yaml")
+PRETRAIN_ARTIFACTS = ("summary.json", "metrics.jsonl", "samples.png", "samples.txt", "dataset_samples.png",
+                      "config.yaml")
 AUX_METHODS = ("timestep_opt", "skip_tuning", "sim_recovery", "adversarial_train", "nct", "fast_dllm", "vadd",
                "ps_vae", "graffe")
 
@@ -120,6 +205,8 @@ def _kinds() -> dict[str, JobKind]:
                                 description=f"RL training, method {method}")
     kinds["eval"] = JobKind("eval", EvalJobConfig, "rl", ("eval.json", "eval_samples.png"), _eval_resources,
                             description="Score a checkpoint on held-out prompts")
+    kinds["pretrain"] = JobKind("pretrain", PretrainConfig, "aux", PRETRAIN_ARTIFACTS, _pretrain_resources,
+                                description="Pretrain the compositional benchmark's base model")
     for method in AUX_METHODS:
         kinds[f"aux.{method}"] = JobKind(f"aux.{method}", AuxPlaceholderConfig, "aux", ("results.json",),
                                          _eval_resources, runnable=False,
@@ -144,6 +231,14 @@ def validate_job(kind: str, config: dict) -> tuple[JobKind, BaseModel]:
     if not isinstance(config, dict):
         raise JobSpecError([("config", "must be an object")])
     return job_kind, job_kind.validate(config)
+
+
+def job_gpus(kind: JobKind, cfg: BaseModel) -> tuple[float, str]:
+    """GPUs a job takes from the cluster (its driver's plus its actors'), and the config field that sets them."""
+    driver = kind.resources(cfg).num_gpus
+    if isinstance(cfg, TrainJobConfig):
+        return driver + cfg.resources.num_gpus, "config.resources.num_gpus"
+    return driver, "config"  # the kind's resources follow from its config (e.g. pretrain's device)
 
 
 def format_error(err: ValidationError) -> str:  # re-exported for the CLI

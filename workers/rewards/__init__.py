@@ -1,7 +1,9 @@
 """Reward functions: images [B, 3, H, W] in [0, 1] + prompts -> float32 scores [B].
 
-Pure rewards live in ``REWARDS``; model-based ones (CLIPScore, PickScore, HPSv2, ImageReward, aesthetic,
-VLM judge) in ``REWARD_BUILDERS`` and are built from :class:`RewardOptions` (local directories only).
+Pure rewards live in ``REWARDS`` (JPEG (in)compressibility; ``geneval_rules`` / ``geneval_rules_strict``, the
+rule-based compositional evaluator of ``workers.compositional``); model-based ones (CLIPScore, PickScore, HPSv2,
+ImageReward, aesthetic, VLM judge) in ``REWARD_BUILDERS`` and are built from :class:`RewardOptions` (local
+directories only).
 """
 
 from workers.rewards.errors import RewardError

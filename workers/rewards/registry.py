@@ -6,7 +6,8 @@ Shape legend:
 A reward function maps (images [B, 3, H, W] float in [0, 1], prompts list[str] of length B) to a float32
 tensor [B]. Two flat tables, both filled by explicit imports below (no decorators, no import side effects):
 
-* ``REWARDS``: pure rewards, plain functions usable as they are (JPEG (in)compressibility).
+* ``REWARDS``: pure rewards, plain functions usable as they are (JPEG (in)compressibility, the rule-based
+  compositional evaluator ``geneval_rules`` / ``geneval_rules_strict``).
 * ``REWARD_BUILDERS``: model-based rewards, ``builder(RewardOptions) -> RewardFn``. A builder loads its model
   once from a local directory onto ``options.device`` (eval mode, frozen) and returns a callable with the same
   signature as a pure reward, which runs under ``torch.no_grad`` in chunks of ``options.batch_size`` (not
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from workers.compositional.evaluator import geneval_rules, geneval_rules_strict
 from workers.rewards.aesthetic import build_aesthetic
 from workers.rewards.clip import build_clipscore, build_pickscore
 from workers.rewards.hpsv2 import build_hpsv2
@@ -53,6 +55,8 @@ RewardFn = Callable[[Tensor, list[str]], Tensor]
 RewardBuilder = Callable[[RewardOptions], RewardFn]
 
 REWARDS: dict[str, RewardFn] = {
+    "geneval_rules": geneval_rules,  # rule-based compositional evaluator, partial credit (workers.compositional)
+    "geneval_rules_strict": geneval_rules_strict,  # the same, GenEval's all-or-nothing per-image correctness
     "jpeg_compressibility": jpeg_compressibility,
     "jpeg_incompressibility": jpeg_incompressibility,
 }

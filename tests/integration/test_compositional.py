@@ -1,0 +1,142 @@
+"""The compositional benchmark end to end at toy size: pretrain, load, sample, score, RL on the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestration.cli import app
+from orchestration.config import load_config
+from orchestration.entrypoint import main as entrypoint_main
+from orchestration.jobs import JobSpecError, PretrainConfig, validate_job
+from orchestration.pretrain import load_pretrain_config
+from orchestration.runner import run_training
+from workers.models.loading import load_model
+
+ROOT = Path(__file__).parents[2]
+CONFIGS = ROOT / "configs" / "compositional"
+# The quick preset, shrunk to seconds: every key below also exists in the preset file.
+TOY = ["device=cpu", "model.num_layers=2", "model.head_dim=16", "model.text_hidden=32", "model.text_layers=1",
+       "model.text_hidden_2=16", "train.steps=40", "train.batch_size=16", "train.warmup_steps=5",
+       "train.log_every=5", "train.ema_decay=0.9", "eval.every=20", "eval.num_prompts=6", "eval.train_prompts=6",
+       "eval.seeds_per_prompt=1", "eval.num_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> tuple[Path, dict]:
+    """``solrl pretrain`` as a user runs it (a real process), on the quick preset shrunk by --set."""
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    args = [arg for item in TOY for arg in ("--set", item)]
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "pretrain", "--config",
+                           str(CONFIGS / "pretrain_quick.yaml"), "--out", str(out), *args],
+                          cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads(proc.stdout)
+
+
+def test_pretrain_presets_validate():
+    for name in ("pretrain.yaml", "pretrain_quick.yaml"):
+        cfg = load_pretrain_config(CONFIGS / name)
+        assert isinstance(cfg, PretrainConfig)
+    assert load_pretrain_config(CONFIGS / "pretrain.yaml").model.image_size == 64
+
+
+def test_rl_presets_validate_on_a_pretrained_model(pretrained):
+    out, _ = pretrained
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        if not path.name.startswith("pretrain"):
+            cfg = load_config(path, [f"model.path={out / 'model'}"])
+            assert cfg.prompts.source == "builtin:compositional" and cfg.rollout.min_dim == 0
+            assert cfg.reward.weights["geneval_rules"] == 1.0
+
+
+def test_pretrain_learns_and_writes_its_files(pretrained):
+    out, summary = pretrained
+    print(f"toy pretraining: loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f}, "
+          f"held-out {summary['heldout_overall']:.3f}, {summary['seconds']:.1f} s")
+    assert summary["steps"] == 40
+    assert summary["loss_last"] < 0.95 * summary["loss_first"]
+    assert summary["vae_max_error"] < 1e-4 and summary["vae_recon_accuracy"] == 1.0
+    assert 0.0 <= summary["heldout_overall"] <= 1.0
+    assert set(summary["heldout_accuracy_by_category"]) == {"single_object", "two_object", "counting", "colors",
+                                                            "position", "color_attr"}
+    for name in ("summary.json", "metrics.jsonl", "samples.png", "samples.txt", "dataset_samples.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "eval_overall" in r] == [20, 40]
+    info = json.loads((out / "model" / "solrl_model.json").read_text())
+    assert info["image_size"] == 32 and info["steps"] == 40
+
+
+def test_checkpoint_loads_through_load_model(pretrained):
+    out, _ = pretrained
+    adapter = load_model(out / "model", height=32, width=32, max_sequence_length=8)
+    assert adapter.family == "sd3" and adapter.latent_shape() == (3, 32, 32)
+    assert adapter.vae_scale_factor == 1
+
+
+def test_sample_and_eval_commands(pretrained, tmp_path):
+    out, _ = pretrained
+    runner = CliRunner()
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(app, ["sample", "--model", str(out / "model"), "--prompts", "a red circle",
+                                 "--prompts", "a cat", "--out", str(grid), "--seeds", "2", "--num-steps", "3",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert grid.is_file() and payload["not_scored"] == ["a cat"]
+    assert payload["scores"]["a red circle"]["category"] == "colors"
+    result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--split", "heldout", "--num-prompts", "6",
+                                 "--seeds", "1", "--num-steps", "3", "--out", str(tmp_path / "eval"),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["num_images"] == 6 and len(payload["accuracy_by_category"]) == 6
+    assert (tmp_path / "eval" / "eval_samples.png").is_file()
+    bad = runner.invoke(app, ["eval", "--model", str(tmp_path), "--device", "cpu"])
+    assert bad.exit_code == 2
+
+
+def test_rl_iterations_on_the_pretrained_model(pretrained, tmp_path):
+    """Sol-RL (the compositional preset, shrunk) trains the pretrained model with the evaluator's reward."""
+    out, _ = pretrained
+    overrides = [f"model.path={out / 'model'}", "model.height=32", "model.width=32", "model.device=cpu",
+                 "iterations=2", "prompts.per_iteration=2", "prompts.heldout_count=6", "rollout.num_candidates=8",
+                 "rollout.num_steps=2", "rollout.batch_size=16", "regen.num_selected=4", "regen.num_steps=3",
+                 "regen.batch_size=8", "train.micro_batch_size=8", "eval.every=0", "eval.num_steps=3",
+                 "eval.seeds_per_prompt=1", "lora.rank=4", "lora.alpha=8", "checkpoint.every=0"]
+    cfg = load_config(CONFIGS / "solrl_nvfp4.yaml", overrides)
+    run_dir = tmp_path / "rl"
+    summary = run_training(cfg, run_dir, show_progress=False, mode="in-process")
+    assert summary["iterations"] == 2 and 0.0 <= summary["eval_last"] <= 1.0
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if "reward_mean" in r]
+    assert len(train) == 2 and all(0.0 <= r["reward_geneval_rules"] <= 1.0 for r in train)
+    assert "eval_reward_geneval_rules_strict" in lines[-1]
+    # The eval command reads an RL run too: its latest checkpoint's EMA weights.
+    result = CliRunner().invoke(app, ["eval", "--model", str(run_dir), "--num-prompts", "6", "--seeds", "1",
+                                      "--num-steps", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "RL run" in json.loads(result.stdout)["model"]
+
+
+def test_pretrain_job_kind(tmp_path):
+    with pytest.raises(JobSpecError, match="config.train.stepz"):
+        validate_job("pretrain", {"train": {"stepz": 1}})
+    kind, cfg = validate_job("pretrain", {"device": "cpu"})
+    assert isinstance(cfg, PretrainConfig) and kind.resources(cfg).num_gpus == 0
+    assert validate_job("pretrain", {})[0].resources(validate_job("pretrain", {})[1]).num_gpus == 1
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    config = load_pretrain_config(CONFIGS / "pretrain_quick.yaml",
+                                  [*TOY, "train.steps=2", "eval.every=0", "eval.num_prompts=2",
+                                   "eval.train_prompts=0"]).model_dump(mode="json")
+    (job_dir / "spec.json").write_text(json.dumps({"id": "j1", "kind": "pretrain", "config": config}))
+    assert entrypoint_main([str(job_dir)]) == 0
+    assert (job_dir / "model" / "model_index.json").is_file() and (job_dir / "summary.json").is_file()
