@@ -22,7 +22,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from orchestration.config import ConfigError, _apply_override  # noqa: PLC2701 - the one --set parser
+from orchestration.config import ConfigError, apply_override
 
 if TYPE_CHECKING:
     from orchestration.api_client import ApiClient
@@ -204,7 +204,7 @@ def _spec_from(file: Path | None, kind: str | None, overrides: list[str]) -> tup
     if not kind:
         raise ValueError("give --kind (e.g. solrl, eval) or a file with a kind or a method")
     for item in overrides:
-        _apply_override(config, item)
+        apply_override(config, item)
     return str(kind), config
 
 

@@ -504,7 +504,10 @@ def deploy_reward_server(cfg: TrainJobConfig, app_name: str, role_resources: boo
 
     r = cfg.resources
     if not serve.status().proxies:  # Serve not running here yet: bind its proxy to a free loopback port
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        except ray.exceptions.ActorAlreadyExistsError as err:  # another job started Serve just now: use it
+            log.info("Serve was started concurrently by another job: %s", err)
     app = build_reward_app(
         cfg.reward.weights, num_replicas=r.reward_replicas, num_cpus=r.cpus_per_actor,
         resources={ROLE_RESOURCES["reward"]: ROLE_RESOURCE_UNIT} if role_resources else None,

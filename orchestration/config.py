@@ -324,7 +324,7 @@ def parse_config(data: dict, overrides: list[str] | None = None) -> TrainJobConf
     """Validate a dict (e.g. loaded YAML) plus ``key.path=value`` overrides into a config."""
     data = dict(data)
     for item in overrides or []:
-        _apply_override(data, item)
+        apply_override(data, item)
     try:
         return TrainJobConfig.model_validate(data)
     except ValidationError as err:
@@ -341,7 +341,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainJo
     return parse_config(data, overrides)
 
 
-def _apply_override(data: dict, item: str) -> None:
+def apply_override(data: dict, item: str) -> None:
+    """Set ``key.path=value`` (value parsed as YAML) in a nested dict, creating sections as needed."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.path=value (e.g. iterations=3)")
     key, raw = item.split("=", 1)

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestration.artifacts import save_image_grid
-from orchestration.config import ConfigError, _apply_override, format_validation_error
+from orchestration.config import ConfigError, apply_override, format_validation_error
 from orchestration.jobs import PretrainConfig
 from orchestration.metrics import MetricsSink
 from orchestration.models import resolve_device
@@ -74,7 +74,7 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     for item in overrides or []:
-        _apply_override(data, item)
+        apply_override(data, item)
     try:
         return PretrainConfig.model_validate(data)
     except ValidationError as err:

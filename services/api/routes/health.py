@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.api.db import ping
+from services.api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Problem
 from services.api.ray_jobs import RayUnavailable
 from services.api.schemas import Health, Readiness
 
@@ -20,8 +21,8 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness,
-                                                                   "description": "The DB or Ray is down."}})
+@router.get("/readyz", response_model=Readiness, responses={
+    503: {"description": "The database or Ray is down: a problem document with `database` and `ray` members."}})
 async def readyz(request: Request) -> JSONResponse:
     """Ready to take jobs: the database answers and the Ray dashboard (Jobs API) answers."""
     database, ray_state = "ok", "ok"
@@ -37,6 +38,10 @@ async def readyz(request: Request) -> JSONResponse:
             await asyncio.to_thread(ray.version)
         except RayUnavailable as err:
             ray_state = f"unavailable: {err}"[:300]
-    ready = database == "ok" and ray_state == "ok"
-    body = Readiness(status="ready" if ready else "not ready", database=database, ray=ray_state)
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    if database == "ok" and ray_state == "ok":
+        return JSONResponse(Readiness(status="ready", database=database, ray=ray_state).model_dump())
+    problem = Problem(type=PROBLEM_BASE + "not-ready", title="Service Unavailable", status=503,
+                      detail=f"database: {database}; ray: {ray_state}")
+    # RFC 9457 extension members: which dependency is down, for probes and dashboards.
+    return JSONResponse({**problem.model_dump(exclude_none=True), "database": database, "ray": ray_state},
+                        status_code=503, media_type=PROBLEM_MEDIA_TYPE)
