@@ -63,7 +63,9 @@ class LoraSettings(_Strict):
 
 class PromptsConfig(_Strict):
     source: str = Field(
-        "builtin:shapes", description="builtin:shapes (procedural captions) or a text file, one prompt per line."
+        "builtin:shapes",
+        description="builtin:shapes (procedural captions), builtin:compositional (the GenEval-style benchmark "
+        "with its held-out split, docs/compositional.md) or a text file, one prompt per line.",
     )
     per_iteration: PositiveInt = Field(4, description="Prompts P per iteration.")
     heldout_count: PositiveInt = Field(8, description="Held-out prompts used for evaluation (never trained on).")
