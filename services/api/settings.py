@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,11 @@ class ApiSettings(BaseSettings):
     jobs_dir: Path | None = Field(None, description="Job output dirs (default `home`/jobs). The Ray cluster "
                                                     "must see the same path (one machine or a shared volume).")
     ray_address: str | None = Field(None, description="Ray dashboard URL (Jobs API), e.g. http://127.0.0.1:8265.")
+    backend: Literal["ray", "kuberay"] = Field(
+        "ray", description="ray: the Jobs API at ray_address; kuberay: the Jobs API of the RayCluster "
+        "kuberay_cluster_name in kuberay_namespace (its head service), unless ray_address is given.")
+    kuberay_namespace: str = Field("solrl", description="Namespace of the RayCluster (backend kuberay).")
+    kuberay_cluster_name: str = Field("solrl", description="Name of the RayCluster (backend kuberay).")
     ray_auth_token: SecretStr | None = Field(None, description="Ray's cluster token; default: RAY_AUTH_TOKEN, "
                                                                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.")
     max_active_jobs_per_token: int = Field(4, ge=1, description="Unfinished jobs one token may have (429 beyond).")
@@ -63,6 +69,11 @@ class ApiSettings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'solrl.db'}"
         if self.jobs_dir is None:
             self.jobs_dir = self.home / "jobs"
+        if self.backend == "kuberay" and not self.ray_address:
+            from orchestration.kuberay import KubeRaySettings
+
+            cluster = KubeRaySettings(namespace=self.kuberay_namespace, cluster_name=self.kuberay_cluster_name)
+            self.ray_address = cluster.head_dashboard_url()
         return self
 
     @property
