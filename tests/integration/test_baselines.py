@@ -61,18 +61,22 @@ def test_full_finetuning_option(tiny_root):
 
 
 def test_fidelity_guard_moves_precision_up(tiny_root):
-    # A floor no proxy can meet forces the guard up the ladder: nvfp4 -> fp8 -> bf16.
+    # A floor of 1.0 means any imperfect ranking moves the guard up the ladder: nvfp4 -> fp8 -> bf16.
     cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "guard.enabled=true", "guard.spearman_floor=1.0",
                                                    "guard.window=1", "guard.allow_recover=false",
-                                                   "rollout.num_candidates=8", "regen.num_selected=4"])
+                                                   "rollout.num_candidates=16", "regen.num_selected=8"])
     loop, roles = _loop(cfg)
-    seen = []
+    ladder, expected = ["nvfp4", "fp8", "bf16"], []
+    level = 0
     for it in range(3):
         metrics = loop.run_iteration(it)
-        seen.append(roles.stage1.precision)
+        if metrics["fidelity_spearman"] < 1.0 and level < 2:  # the rule, replayed from the logged metric
+            level += 1
+        expected.append(ladder[level])
+        assert roles.stage1.precision == expected[-1]
         assert metrics["stage1_precision_bits"] in (4, 8, 16)
-    assert seen[:2] == ["fp8", "bf16"]
-    assert [s["to"] for s in loop.guard.switches][:2] == ["fp8", "bf16"]
+    assert [s["to"] for s in loop.guard.switches] == [p for p in ladder[1:level + 1]]
+    assert level >= 1, "with 8 of 16 candidates the proxy ranking was perfect every time; the test saw no switch"
     assert roles.stage1.version == loop.version  # the rebuilt copy holds the current policy
 
 
