@@ -333,14 +333,19 @@ def parse_config(data: dict, overrides: list[str] | None = None) -> TrainJobConf
         raise ConfigError(format_validation_error(err)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainJobConfig:
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config file's top-level mapping; ConfigError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
-    return parse_config(data, overrides)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainJobConfig:
+    return parse_config(read_config_file(path), overrides)
 
 
 def apply_override(data: dict, item: str) -> None:

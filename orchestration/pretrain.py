@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestration.artifacts import save_image_grid
-from orchestration.config import ConfigError, apply_override, format_validation_error
+from orchestration.config import ConfigError, apply_override, format_validation_error, read_config_file
 from orchestration.jobs import PretrainConfig
 from orchestration.metrics import MetricsSink
 from orchestration.models import resolve_device
@@ -67,12 +67,7 @@ EVAL_ITERATION = 2**31 - 1  # the seeds' "iteration" of evaluation (as the RL lo
 
 def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
     """Validate a pretraining YAML plus ``key.path=value`` overrides (as ``solrl train --set``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    data = read_config_file(path)
     for item in overrides or []:
         apply_override(data, item)
     try:

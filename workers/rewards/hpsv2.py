@@ -232,8 +232,20 @@ def convert_hpsv2_checkpoint(
     out = Path(out_dir)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    size = int(config.vision_config.image_size)
-    preprocessor = {
+    write_clip_preprocessor_config(out, int(config.vision_config.image_size))
+    return out
+
+
+def build_hpsv2(options: RewardOptions) -> ClipSimilarityReward:
+    """HPSv2 = cosine(text, image) of the converted HPS model at ``options.path`` (layout: ``HPSV2_LAYOUT``)."""
+    options.check_extra("hpsv2")
+    encoder = load_clip_encoder("hpsv2", options, geometry="pad", layout=HPSV2_LAYOUT)
+    return ClipSimilarityReward("hpsv2", encoder, use_logit_scale=False, batch_size=options.batch_size)
+
+
+def write_clip_preprocessor_config(out: Path, size: int) -> None:
+    """A CLIPImageProcessor-format preprocessor_config.json with OpenAI CLIP mean/std."""
+    config = {
         "image_processor_type": "CLIPImageProcessor",
         "image_mean": list(OPENAI_CLIP_MEAN),
         "image_std": list(OPENAI_CLIP_STD),
@@ -246,12 +258,4 @@ def convert_hpsv2_checkpoint(
         "do_rescale": True,
         "rescale_factor": 1 / 255,
     }
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    return out
-
-
-def build_hpsv2(options: RewardOptions) -> ClipSimilarityReward:
-    """HPSv2 = cosine(text, image) of the converted HPS model at ``options.path`` (layout: ``HPSV2_LAYOUT``)."""
-    options.check_extra("hpsv2")
-    encoder = load_clip_encoder("hpsv2", options, geometry="pad", layout=HPSV2_LAYOUT)
-    return ClipSimilarityReward("hpsv2", encoder, use_logit_scale=False, batch_size=options.batch_size)
+    (Path(out) / "preprocessor_config.json").write_text(json.dumps(config, indent=2))

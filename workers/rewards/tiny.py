@@ -14,7 +14,6 @@ is left as it was (``torch.random.fork_rng``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from workers.cached_dir import ensure_built_dir
 from workers.models.tokenizer import build_char_tokenizer
 from workers.rewards.aesthetic import convert_aesthetic_checkpoint
 from workers.rewards.heads import LinearMLPHead
-from workers.rewards.hpsv2 import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, convert_hpsv2_checkpoint
+from workers.rewards.hpsv2 import convert_hpsv2_checkpoint, write_clip_preprocessor_config
 from workers.rewards.imagereward import IMAGEREWARD_HEAD_FILE, IMAGEREWARD_TEXT_TOKENS
 
 __all__ = [
@@ -64,21 +63,8 @@ def default_tiny_reward_root() -> Path:
 
 
 def _write_preprocessor_config(out: Path, size: int) -> None:
-    """A CLIPImageProcessor-format preprocessor_config.json with OpenAI CLIP mean/std (all five rewards use them)."""
-    config = {
-        "image_processor_type": "CLIPImageProcessor",
-        "image_mean": list(OPENAI_CLIP_MEAN),
-        "image_std": list(OPENAI_CLIP_STD),
-        "size": {"shortest_edge": size},
-        "crop_size": {"height": size, "width": size},
-        "resample": 3,
-        "do_resize": True,
-        "do_center_crop": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-    }
-    (out / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+    """The CLIP preprocessor config all five rewards read (OpenAI CLIP mean/std)."""
+    write_clip_preprocessor_config(out, size)
 
 
 def build_tiny_clip(out: Path, seed: int = 0) -> Path:

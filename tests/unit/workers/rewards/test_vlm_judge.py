@@ -151,7 +151,8 @@ def test_default_question() -> None:
 
 
 def test_concurrency_is_bounded(stub) -> None:
-    server = stub(lambda body: (200, _text_answer("yes"), 0.05))
+    # Each answer takes 0.25 s so the two workers overlap even on a loaded machine.
+    server = stub(lambda body: (200, _text_answer("yes"), 0.25))
     scores = _judge(server, max_concurrency=2)(_images(6), [f"p{i}" for i in range(6)])
     assert scores.tolist() == [1.0] * 6 and len(server.requests) == 6
     assert server.max_in_flight == 2
