@@ -50,7 +50,10 @@ def test_entrypoint_and_resources_come_from_the_kind_registry(quickstart_config:
 
 def test_every_runnable_kind_builds_a_valid_rayjob(tmp_path: Path, rayjob_schema: dict,
                                                    quickstart_config: dict) -> None:
-    configs = {"eval": {"run_dir": str(tmp_path)}}
+    from orchestration.config import read_config_file
+
+    pretrain = read_config_file(Path(__file__).parents[2] / "configs" / "compositional" / "pretrain_quick.yaml")
+    configs = {"eval": {"run_dir": str(tmp_path)}, "pretrain": pretrain}
     for name, kind in JOB_KINDS.items():
         if not kind.runnable:
             continue
