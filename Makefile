@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= dev,ray,api
+EXTRAS ?= dev,ray,api,aux
 OUT ?= runs/quickstart
 
 .PHONY: install quickstart test test-unit lint gpu-test clean postgres

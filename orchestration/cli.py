@@ -161,6 +161,67 @@ def bench_sync_cmd(
     typer.echo(table)
 
 
+aux_app = typer.Typer(no_args_is_help=True, help="Auxiliary diffusion methods (job kinds aux.<method>).")
+app.add_typer(aux_app, name="aux")
+
+
+def _aux_config(method: str, preset: str, overrides: list[str] | None):
+    from orchestration.aux_runner import AuxJobError, build_config
+    from orchestration.config import ConfigError, apply_override
+
+    data: dict = {"preset": preset}
+    try:
+        for item in overrides or []:
+            apply_override(data, item)
+        return build_config(method, data)
+    except (AuxJobError, ConfigError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+@aux_app.command("list")
+def aux_list() -> None:
+    """The auxiliary methods, whether each is implemented, and the brief that specifies it."""
+    from workers.aux.registry import AUX_METHODS
+
+    for m in AUX_METHODS.values():
+        state = "ready" if m.implemented else "not implemented"
+        typer.echo(f"{m.name:18s} {state:16s} {m.title}  [{m.brief}]")
+
+
+@aux_app.command("show")
+def aux_show(
+    method: Annotated[str, typer.Argument(help="Method name (solrl aux list).")],
+    preset: Annotated[str, typer.Option(help="smoke, quick or full.")] = "quick",
+    overrides: SetOpt = None,
+) -> None:
+    """Print a method's config with the preset and overrides applied."""
+    typer.echo(json.dumps(_aux_config(method, preset, overrides).model_dump(mode="json"), indent=2))
+
+
+@aux_app.command("run")
+def aux_run(
+    method: Annotated[str, typer.Argument(help="Method name (solrl aux list).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (results.json, report.md, plots).")],
+    preset: Annotated[str, typer.Option(help="smoke (seconds), quick (< 5 min on 2 CPU cores) or full.")] = "quick",
+    overrides: SetOpt = None,
+    in_process: Annotated[bool, typer.Option("--in-process/--ray",
+                                             help="Run here, or as a task on the Ray cluster (RAY_ADDRESS or a local one).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run an auxiliary method's experiment and write OUT/results.json, OUT/report.md and plots."""
+    _setup_logging(verbose)
+    cfg = _aux_config(method, preset, overrides)
+    from orchestration.aux_runner import run_aux, run_aux_on_ray
+
+    if in_process:
+        record = run_aux(method, cfg, out, show_progress=True)
+    else:
+        record = run_aux_on_ray(method, cfg, out, show_progress=True)
+    console.print(f"aux.{method.removeprefix('aux.')} ({record['preset']}) finished in {record['wall_seconds']:.1f} s; "
+                  f"results in {out / 'results.json'}, report in {out / 'report.md'}")
+
+
 @app.command("build-tiny")
 def build_tiny(
     family: Annotated[str, typer.Argument(help="sd3, flux or sana")] = "sd3",

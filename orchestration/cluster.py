@@ -193,10 +193,11 @@ def ensure_ray(address: str | None = None, **init_kwargs) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
+    init_kwargs.setdefault("log_to_driver", False)
     if address:
-        context = ray.init(address=address, log_to_driver=False, **init_kwargs)
+        context = ray.init(address=address, **init_kwargs)
     else:
-        context = ray.init(log_to_driver=False, **init_kwargs)
+        context = ray.init(**init_kwargs)
     url = getattr(context, "dashboard_url", None)
     _DASHBOARD["url"] = f"http://{url}" if url and not url.startswith("http") else url
 

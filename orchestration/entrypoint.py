@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from orchestration.jobs import EvalJobConfig, PretrainConfig, validate_job
+from workers.aux.common.config import AuxConfig
 
 log = logging.getLogger("solrl.entrypoint")
 
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("job %s: kind %s in %s", spec.get("id", "?"), kind.name, job_dir)
     if isinstance(cfg, EvalJobConfig):
         result = run_eval(cfg, job_dir)
+    elif isinstance(cfg, AuxConfig):
+        from orchestration.aux_runner import run_aux
+
+        result = run_aux(kind.name, cfg, job_dir, show_progress=False)
+        result = {k: result[k] for k in ("method", "preset", "wall_seconds")}  # the full record is results.json
     elif isinstance(cfg, PretrainConfig):
         from orchestration.pretrain import run_pretrain
 

@@ -8,8 +8,8 @@ dispatches on the kind.
 Kinds now: ``solrl`` and its baselines (``diffusionnft``, ``naive_scaling``, ``naive_quant``,
 ``flow_grpo``), ``eval`` (score a checkpoint on a prompt set), ``pretrain`` (the compositional
 benchmark's base model, ``orchestration/pretrain.py``; its config models live here, with the other
-non-RL kinds', so the registry stays importable without torch) and ``aux.<method>`` placeholders the
-auxiliary issues fill in (registered, not runnable: submitting one is refused with a clear error).
+non-RL kinds', so the registry stays importable without torch) and ``aux.<method>``, one per
+``workers.aux.registry`` entry (an entry not implemented yet is registered but refused with a clear error).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestration.config import TrainJobConfig, format_validation_error
+from workers.aux.registry import AUX_METHODS
 
 Priority = Literal["rl", "aux"]
 
@@ -194,8 +195,14 @@ TRAIN_ARTIFACTS = ("summary.json", "metrics.jsonl", "samples_initial.png", "samp
                    "precision_report.txt", "config.yaml")
 PRETRAIN_ARTIFACTS = ("summary.json", "metrics.jsonl", "samples.png", "samples.txt", "dataset_samples.png",
                       "config.yaml")
-AUX_METHODS = ("timestep_opt", "skip_tuning", "sim_recovery", "adversarial_train", "nct", "fast_dllm", "vadd",
-               "ps_vae", "graffe")
+AUX_ARTIFACTS = ("results.json", "report.md", "config.json")
+
+
+def _aux_resources(cfg: BaseModel) -> Resources:
+    # The experiment runs in the driver task: a GPU only when the config asks for CUDA explicitly
+    # ("auto" inside a task without a GPU sees none and runs on the CPU).
+    device = getattr(cfg, "device", "cpu")
+    return Resources(num_cpus=1.0, num_gpus=1.0 if str(device).startswith("cuda") else 0.0)
 
 
 def _kinds() -> dict[str, JobKind]:
@@ -207,10 +214,14 @@ def _kinds() -> dict[str, JobKind]:
                             description="Score a checkpoint on held-out prompts")
     kinds["pretrain"] = JobKind("pretrain", PretrainConfig, "aux", PRETRAIN_ARTIFACTS, _pretrain_resources,
                                 description="Pretrain the compositional benchmark's base model")
-    for method in AUX_METHODS:
-        kinds[f"aux.{method}"] = JobKind(f"aux.{method}", AuxPlaceholderConfig, "aux", ("results.json",),
-                                         _eval_resources, runnable=False,
-                                         description=f"Auxiliary method {method} (not implemented yet)")
+    for method in AUX_METHODS.values():
+        if method.implemented:
+            kinds[f"aux.{method.name}"] = JobKind(f"aux.{method.name}", method.config_model(), "aux", AUX_ARTIFACTS,
+                                                  _aux_resources, description=method.title)
+        else:
+            kinds[f"aux.{method.name}"] = JobKind(f"aux.{method.name}", AuxPlaceholderConfig, "aux", AUX_ARTIFACTS,
+                                                  _aux_resources, runnable=False,
+                                                  description=f"{method.title} (not implemented yet)")
     return kinds
 
 

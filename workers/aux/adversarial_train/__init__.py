@@ -1,0 +1,1 @@
+"""aux.adversarial_train (see workers.aux.registry)."""

@@ -1,0 +1,1 @@
+"""Building blocks shared by the auxiliary methods: presets, results, progress, data, nets, metrics."""

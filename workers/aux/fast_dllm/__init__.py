@@ -1,0 +1,1 @@
+"""aux.fast_dllm (see workers.aux.registry)."""

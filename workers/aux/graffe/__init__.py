@@ -1,0 +1,1 @@
+"""aux.graffe (see workers.aux.registry)."""

@@ -1,0 +1,1 @@
+"""aux.nct (see workers.aux.registry)."""

@@ -1,0 +1,11 @@
+"""Config of aux.nct (placeholder until the method lands)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from workers.aux.common.config import AuxConfig
+
+
+class NctConfig(AuxConfig):
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "quick": {}, "full": {}}

@@ -1,0 +1,1 @@
+"""aux.ps_vae (see workers.aux.registry)."""

@@ -1,0 +1,1 @@
+"""aux.sim_recovery (see workers.aux.registry)."""

@@ -1,0 +1,1 @@
+"""aux.skip_tuning (see workers.aux.registry)."""

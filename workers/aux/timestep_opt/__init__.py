@@ -1,0 +1,1 @@
+"""aux.timestep_opt (see workers.aux.registry)."""

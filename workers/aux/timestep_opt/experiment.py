@@ -1,0 +1,9 @@
+"""Experiment of aux.timestep_opt (placeholder until the method lands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run(cfg, out: Path, *, show_progress: bool = True) -> dict:
+    raise NotImplementedError("aux.timestep_opt is not implemented yet")

@@ -1,0 +1,1 @@
+"""aux.vadd (see workers.aux.registry)."""
