@@ -114,6 +114,10 @@ def bench_rollout_cmd(
     modes: Annotated[str, typer.Option(help="Comma list: diffusers-eager-bf16, engine-bf16, engine-fp8, "
                                               "engine-nvfp4")] = "diffusers-eager-bf16,engine-bf16,engine-fp8,engine-nvfp4",
     compile_engine: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (default, reduce-overhead = "
+                                                          "CUDA graphs, max-autotune-no-cudagraphs).")] = None,
+    min_dim: Annotated[int | None, typer.Option(help="Quantize layers with max(in, out) > min_dim (default: the "
+                                                     "family's policy; 0 = every layer the skip list allows).")] = None,
     device: Annotated[str, typer.Option()] = "cuda",
     repeats: Annotated[int, typer.Option()] = 3,
     arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value "
@@ -132,10 +136,65 @@ def bench_rollout_cmd(
     ceilings = measured_gemm_tflops(device)
     rows = bench_rollout(arch, resolution=resolution, steps=steps, batch=batch, modes=modes.split(","),
                          compile_engine=compile_engine, device=device, repeats=repeats,
-                         overrides=_overrides(arch_set), bf16_tflops=ceilings.get("bf16"))
+                         overrides=_overrides(arch_set), bf16_tflops=ceilings.get("bf16"), compile_mode=compile_mode,
+                         min_dim=min_dim)
     table = rows_to_markdown(rows)
     write_report(out, f"Rollout speed: {arch} at {resolution} px", table, rows_to_dicts(rows),
-                 {"gemm_tflops_measured": ceilings, "arch_overrides": _overrides(arch_set)})
+                 {"gemm_tflops_measured": ceilings, "arch_overrides": _overrides(arch_set),
+                  "compile_mode": compile_mode or "default", "min_dim": "family policy" if min_dim is None else min_dim})
+    typer.echo(table)
+
+
+@bench_app.command("layer")
+def bench_layer_cmd(
+    shapes: Annotated[str, typer.Option(help="Comma list of MxKxN.")] = "24576x2048x2048,16384x1536x1536,16384x1536x6144",
+    device: Annotated[str, typer.Option()] = "cuda",
+    out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/bench/layer"),
+) -> None:
+    """One linear layer per precision path: the quantization pass against the GEMM, eager and fused."""
+    from orchestration.bench.layer import bench_layer, rows_to_dicts, rows_to_markdown
+    from orchestration.bench.report import write_report
+
+    rows = []
+    for shape in shapes.split(","):
+        m, k, n = (int(v) for v in shape.lower().split("x"))
+        rows += bench_layer(m, k, n, device=device)
+    table = rows_to_markdown(rows)
+    write_report(out, "Linear layer cost per precision path", table, rows_to_dicts(rows))
+    typer.echo(table)
+
+
+@bench_app.command("iteration")
+def bench_iteration_cmd(
+    arch: Annotated[str, typer.Option(help="sd35_medium, sd35_large, flux1_dev, sana_1600m")] = "sd35_medium",
+    resolution: Annotated[int, typer.Option()] = 512,
+    num_candidates: Annotated[int, typer.Option("--candidates", help="N candidates per prompt.")] = 96,
+    num_selected: Annotated[int, typer.Option("--selected", help="K trained on (best/worst halves).")] = 24,
+    explore_steps: Annotated[int, typer.Option(help="Stage-1 (low-precision) sampling steps.")] = 6,
+    train_steps: Annotated[int, typer.Option(help="BF16 sampling steps (stage 2 and the baselines).")] = 10,
+    precision: Annotated[str, typer.Option(help="Stage-1 precision: fp8 or nvfp4.")] = "fp8",
+    sample_batch: Annotated[int, typer.Option(help="Candidates per forward batch.")] = 48,
+    lora_rank: Annotated[int, typer.Option()] = 32,
+    compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
+    device: Annotated[str, typer.Option()] = "cuda",
+    repeats: Annotated[int, typer.Option()] = 2,
+    arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value.")] = None,
+    small_reward: Annotated[bool, typer.Option("--small-reward", help="Shrunk reward stack (CPU smoke runs).")] = False,
+    out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/bench/iteration"),
+) -> None:
+    """Seconds per phase of one Sol-RL iteration against naive BF16 K-of-N and K-of-K."""
+    from orchestration.bench.iteration import bench_iteration, rows_to_dicts, rows_to_markdown
+    from orchestration.bench.report import write_report
+
+    rows = bench_iteration(arch, resolution=resolution, num_candidates=num_candidates, num_selected=num_selected,
+                           explore_steps=explore_steps, train_steps=train_steps, precision=precision,
+                           sample_batch=sample_batch, lora_rank=lora_rank, device=device,
+                           compile_copies=compile_copies, repeats=repeats, overrides=_overrides(arch_set),
+                           small_reward=small_reward)
+    table = rows_to_markdown(rows)
+    write_report(out, f"One RL iteration: {arch} at {resolution} px, {num_selected} of {num_candidates}", table,
+                 rows_to_dicts(rows), {"precision": precision, "explore_steps": explore_steps,
+                                       "train_steps": train_steps, "arch_overrides": _overrides(arch_set)})
     typer.echo(table)
 
 

@@ -4,13 +4,16 @@ batch, mode), plus the GEMM-level roofline of the architecture.
 Modes (every row times only the transformer's denoising loop; text encoding and VAE are excluded):
 - ``diffusers-eager-bf16``: diffusers' FlowMatchEulerDiscreteScheduler stepping loop over the eager
   BF16 transformer — how flow_grpo and the paper's baselines sample (the anchor);
-- ``engine-<precision>``: our sampler over a copy with the precision swapped in (bf16, fp8, nvfp4),
-  optionally ``torch.compile``d.
+- ``engine-<precision>``: our sampler over a freshly built copy with the precision swapped in (bf16,
+  fp8, nvfp4), optionally ``torch.compile``d; each engine copy is built, timed and freed in turn, so
+  no row holds two copies of the weights beyond the anchor's BF16 base;
+- ``engine-fp8-torchao``: torchao's float8 dynamic-activation/float8-weight (per-row) quantization of
+  the same layers, compiled: the library reference for a fused FP8 path (needs torchao).
 """
 
 from __future__ import annotations
 
-import copy
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -95,9 +98,50 @@ def engine_loop(adapter: ModelAdapter, model: nn.Module, cond: Conditioning, ste
     return run
 
 
+def engine_model(arch: str, precision: str, device: torch.device, overrides: dict | None,
+                 min_dim: int | None = None) -> nn.Module:
+    """A fresh BF16 transformer with ``precision`` swapped in (same random weights as the anchor's: same seed).
+
+    min_dim: None = the family's policy (Sol-RL's: e.g. SD3 keeps layers with max(in, out) <= 2432 in BF16,
+    which on SD3.5-Medium leaves only the image-stream MLPs quantized); 0 = every layer the skip list allows.
+    """
+    model = build_transformer(arch, device=device, dtype=torch.bfloat16, overrides=overrides)
+    family = ARCHS[arch].family
+    if precision == "fp8-torchao":
+        quantize_torchao_fp8(model, family, min_dim)
+    elif precision != "bf16":
+        apply_precision(model, precision, family, min_dim=min_dim)  # type: ignore[arg-type]
+    return model
+
+
+def quantize_torchao_fp8(model: nn.Module, family: str, min_dim: int | None = None) -> None:
+    """torchao float8 W8A8 (dynamic per-row activation scales) on the layers our FP8 backend swaps."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    from workers.precision.selection import FAMILY_POLICIES, skip_reason
+
+    policy = FAMILY_POLICIES[family]
+    resolved = policy.min_dim if min_dim is None else min_dim
+
+    def eligible(module: nn.Module, name: str) -> bool:
+        return isinstance(module, nn.Linear) and skip_reason(name, module, policy.skip, resolved) is None
+
+    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=eligible)
+
+
+def quantize_torchao_fp8_module(linear: nn.Linear) -> nn.Module:
+    """One nn.Linear under torchao's float8 per-row W8A8 (in place; returned for chaining)."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    holder = nn.Sequential(linear)
+    quantize_(holder, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    return holder[0]
+
+
 def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: list[str], compile_engine: bool,
                   device: str, repeats: int = 3, overrides: dict | None = None,
-                  bf16_tflops: float | None = None) -> list[RolloutRow]:
+                  bf16_tflops: float | None = None, compile_mode: str | None = None,
+                  min_dim: int | None = None) -> list[RolloutRow]:
     dev = torch.device(device)
     base = build_transformer(arch, device=dev, dtype=torch.bfloat16, overrides=overrides)
     adapter = build_adapter(arch, base, resolution)
@@ -109,27 +153,29 @@ def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: 
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
         compiled = False
+        model = None
         if mode == "diffusers-eager-bf16":
             fn = diffusers_loop(adapter, cond, steps, batch, seed=0)
-            model = None
         elif mode.startswith("engine-"):
             precision = mode.removeprefix("engine-")
-            model = copy.deepcopy(base) if precision != "bf16" else base
-            if precision != "bf16":
-                apply_precision(model, precision, ARCHS[arch].family)  # type: ignore[arg-type]
+            model = engine_model(arch, precision, dev, overrides, min_dim)
             if compile_engine:
-                model = torch.compile(model, fullgraph=False)
+                model.compile(mode=compile_mode)  # in place: state-dict keys unchanged
                 compiled = True
             fn = engine_loop(adapter, model, cond, steps, batch, seed=0)
         else:
-            raise ValueError(f"unknown mode {mode!r}: diffusers-eager-bf16 or engine-<bf16|fp8|nvfp4>")
+            raise ValueError(f"unknown mode {mode!r}: diffusers-eager-bf16 or engine-<bf16|fp8|nvfp4|fp8-torchao>")
         seconds = _timed(fn, dev, repeats)
         peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
         achieved = flops * batch / seconds / 1e12
         note = f"{achieved / bf16_tflops:.0%} of measured BF16 peak" if bf16_tflops else ""
+        if min_dim is not None and mode.startswith("engine-") and mode != "engine-bf16":
+            note = f"min_dim={min_dim}; {note}"
         rows.append(RolloutRow(arch, resolution, steps, batch, mode, compiled, batch / seconds, seconds, peak,
                                achieved, note))
         del fn, model
+        gc.collect()
+        torch._dynamo.reset()
     return rows
 
 

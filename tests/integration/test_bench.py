@@ -33,3 +33,18 @@ def test_bench_sync(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert {r["update"] for r in rows} == {"lora_r4", "full"} and all(r["seconds"] > 0 for r in rows)
+
+
+def test_bench_iteration_phases(tmp_path):
+    out = tmp_path / "iteration"
+    result = CliRunner().invoke(app, ["bench", "iteration", *TOY, "--resolution", "64", "--candidates", "8",
+                                      "--selected", "4", "--explore-steps", "2", "--train-steps", "3",
+                                      "--sample-batch", "4", "--lora-rank", "2", "--no-compile", "--small-reward",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["scheme"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert set(rows) == {"solrl", "naive_scaling", "diffusionnft"}
+    assert set(rows["solrl"]["phases"]) == {"stage1_lowp_sample", "reward_candidates", "stage2_bf16_regen",
+                                            "reward_selected", "learner_step", "weight_refresh"}
+    assert all(v > 0 for r in rows.values() for v in r["phases"].values())
+    assert "Sol-RL vs naive_scaling" in out.with_suffix(".md").read_text()
