@@ -39,21 +39,22 @@ class AuxMethod:
 
 AUX_METHODS: dict[str, AuxMethod] = {m.name: m for m in (
     AuxMethod("timestep_opt", "TimestepOptConfig", "Optimized sampling time steps (Xue et al., CVPR 2024)",
-              "aux_methods_a.md section 3"),
+              "aux_methods_a.md section 3", implemented=True),
     AuxMethod("skip_tuning", "SkipTuningConfig", "Skip-Tuning of UNet skip connections (ICML 2024)",
-              "aux_methods_a.md section 4"),
+              "aux_methods_a.md section 4", implemented=True),
     AuxMethod("sim_recovery", "SimRecoveryConfig", "Single-index-model recovery with diffusion priors (SIM-DMIS, ICML 2025)",
-              "aux_methods_b.md section 2"),
+              "aux_methods_b.md section 2", implemented=True),
     AuxMethod("adversarial_train", "AdversarialTrainConfig", "Adversarial training against distribution mismatch (ICLR 2025)",
-              "aux_methods_a.md section 5"),
+              "aux_methods_a.md section 5", implemented=True),
     AuxMethod("nct", "NctConfig", "Noise Consistency Training: controls for one-step generators (NeurIPS 2025)",
-              "aux_methods_a.md section 2"),
+              "aux_methods_a.md section 2", implemented=True),
     AuxMethod("fast_dllm", "FastDllmConfig", "Fast-dLLM: KV cache and parallel decoding for masked diffusion LMs",
-              "aux_methods_a.md section 1"),
-    AuxMethod("vadd", "VaddConfig", "VADD: variational autoencoding discrete diffusion", "aux_methods_b.md section 3"),
+              "aux_methods_a.md section 1", implemented=True),
+    AuxMethod("vadd", "VaddConfig", "VADD: variational autoencoding discrete diffusion", "aux_methods_b.md section 3", implemented=True),
     AuxMethod("ps_vae", "PsVaeConfig", "PS-VAE: semantic-pixel latents from a representation encoder",
-              "aux_methods_b.md section 1"),
-    AuxMethod("graffe", "GraffeConfig", "Graffe: graph representation learning by diffusion", "aux_methods_b.md section 4"),
+              "aux_methods_b.md section 1", implemented=True),
+    AuxMethod("graffe", "GraffeConfig", "Graffe: graph representation learning by diffusion", "aux_methods_b.md section 4",
+              implemented=True),
 )}
 
 

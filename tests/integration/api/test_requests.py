@@ -95,7 +95,7 @@ def test_another_users_job_is_404_but_admin_sees_it(queue_only: ApiServer, token
 
 @pytest.mark.parametrize(("body", "field", "words"), [
     ({"kind": "no_such_kind", "config": {}}, "kind", "valid: "),
-    ({"kind": "aux.vadd", "config": {}}, "kind", "not implemented"),
+    ({"kind": "aux.vadd", "config": {"preset": "huge"}}, "config.preset", "smoke"),
     ({"kind": "solrl", "config": {"rollout": {"nope": 1}}}, "config.rollout.nope", "unknown key"),
     ({"kind": "solrl", "config": {"iterations": "many"}}, "config.iterations", "integer"),
     ({"kind": "solrl", "config": {"rollout": {"num_candidates": 4}, "regen": {"num_selected": 8}}},
@@ -104,7 +104,7 @@ def test_another_users_job_is_404_but_admin_sees_it(queue_only: ApiServer, token
     ({"config": {}}, "kind", "required"),
     ({"kind": "solrl", "config": [1, 2]}, "config", "dictionary"),
     ({"kind": "solrl", "config": {}, "extra": 1}, "extra", "not permitted"),
-], ids=["unknown-kind", "aux-placeholder", "unknown-key", "wrong-type", "N<K", "method-mismatch",
+], ids=["unknown-kind", "aux-bad-preset", "unknown-key", "wrong-type", "N<K", "method-mismatch",
         "missing-kind", "config-not-object", "unknown-top-level"])
 def test_invalid_spec_is_422_naming_the_field_and_creates_nothing(
         queue_only: ApiServer, new_token: Callable, body: dict, field: str, words: str) -> None:
