@@ -57,7 +57,10 @@ def test_every_runnable_kind_builds_a_valid_rayjob(tmp_path: Path, rayjob_schema
     for name, kind in JOB_KINDS.items():
         if not kind.runnable:
             continue
-        config = configs.get(name) or {**quickstart_config, "method": name, "rollout": {"precision": "bf16"}}
+        if name.startswith("aux."):
+            config = {"preset": "quick"}
+        else:
+            config = configs.get(name) or {**quickstart_config, "method": name, "rollout": {"precision": "bf16"}}
         if name in ("diffusionnft", "flow_grpo"):
             config["rollout"] = {"num_candidates": 8, "precision": "bf16"}
         if name in ("solrl", "naive_quant"):
