@@ -107,6 +107,9 @@ class RegenConfig(_Strict):
 class SamplerConfig(_Strict):
     solver: Solver = Field("dpm2", description="ODE solver of both stages (euler or dpm2).")
     shift: float = Field(1.0, gt=0, description="SD3-style time shift of the sigma grid.")
+    grid: Literal["shift", "optimized"] = Field(
+        "shift", description="Sigma grid: shift (uniform in t, then the SD3 shift) or optimized (the time steps "
+        "of aux.timestep_opt, optimized for the solver's order pattern; needs shift 1.0 and an ODE solver).")
 
 
 class RewardModelSettings(_Strict):
@@ -282,6 +285,9 @@ class TrainJobConfig(_Strict):
                 f"method {self.method} needs a low-precision stage 1: set rollout.precision to fp8 or nvfp4 "
                 "(or use method naive_scaling for BF16 exploration)"
             )
+        if self.sampler.grid == "optimized" and (self.sampler.shift != 1.0 or self.method == "flow_grpo"):
+            raise ValueError("sampler.grid optimized is computed for the unshifted flow grid and the ODE solvers: "
+                             "set sampler.shift 1.0, and use grid shift with method flow_grpo (SDE sampling)")
         if self.guard.enabled and self.method != "solrl":
             raise ValueError(f"guard.enabled needs method solrl (the guard watches stage-1 selection); got {self.method}")
         r = self.resources

@@ -106,15 +106,15 @@ class Roles(Protocol):
 # ---- helpers shared by both implementations ------------------------------------------------------
 def stage_settings(cfg: TrainJobConfig, stage: Stage) -> SamplingSettings:
     """How each stage samples for a method (see the method table in README.md)."""
-    solver, shift = cfg.sampler.solver, cfg.sampler.shift
+    solver, shift, grid = cfg.sampler.solver, cfg.sampler.shift, cfg.sampler.grid
     if stage == "eval":
-        return SamplingSettings(num_steps=cfg.eval.num_steps, solver=solver, shift=shift)
+        return SamplingSettings(num_steps=cfg.eval.num_steps, solver=solver, shift=shift, grid=grid)
     if stage == "stage1" and cfg.method == "solrl":
-        return SamplingSettings(num_steps=cfg.rollout.num_steps, solver=solver, shift=shift)
+        return SamplingSettings(num_steps=cfg.rollout.num_steps, solver=solver, shift=shift, grid=grid)
     if stage == "regen" and cfg.method == "flow_grpo":
         return SamplingSettings(num_steps=cfg.regen.num_steps, solver="sde", shift=shift,
                                 noise_level=cfg.train.grpo.noise_level, keep_trajectory=True)
-    return SamplingSettings(num_steps=cfg.regen.num_steps, solver=solver, shift=shift)
+    return SamplingSettings(num_steps=cfg.regen.num_steps, solver=solver, shift=shift, grid=grid)
 
 
 def stage1_precision(cfg: TrainJobConfig) -> str | None:

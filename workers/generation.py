@@ -12,6 +12,7 @@ Legend: B candidates, T stochastic steps, C/H/W latent dims.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,25 @@ class PolicyWeights:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
+@functools.lru_cache(maxsize=32)
+def _optimized_sigmas(num_steps: int, solver: str) -> torch.Tensor:
+    from workers.aux.timestep_opt.flow import optimized_flow_sigmas
+
+    return optimized_flow_sigmas(num_steps, solver)  # type: ignore[arg-type]
+
+
+def sampling_sigmas(settings: SamplingSettings) -> torch.Tensor:
+    """The sigma grid a stage samples on: the shifted uniform grid, or the optimized time steps (cached)."""
+    if settings.grid == "shift":
+        return flow_sigmas(settings.num_steps, settings.shift)
+    if settings.grid == "optimized":
+        if settings.solver not in ("euler", "dpm2") or settings.shift != 1.0:
+            raise ValueError(f"grid 'optimized' needs solver euler or dpm2 and shift 1.0, got {settings.solver!r}, "
+                             f"shift {settings.shift}")
+        return _optimized_sigmas(settings.num_steps, settings.solver).clone()
+    raise ValueError(f"unknown sigma grid {settings.grid!r}: shift or optimized")
+
+
 @dataclass
 class SamplingSettings:
     """How one stage samples: the ODE/SDE rule and the sigma grid."""
@@ -57,6 +77,7 @@ class SamplingSettings:
     num_steps: int
     solver: str = "dpm2"  # euler | dpm2 | sde | cps
     shift: float = 1.0
+    grid: str = "shift"  # shift | optimized (aux.timestep_opt's grid for the solver's order pattern)
     noise_level: float = 0.0  # sde/cps only
     sde_window: range | None = None
     keep_trajectory: bool = False
@@ -144,7 +165,7 @@ class PolicyCopy:
         if len(cond) != len(seeds):
             raise ValueError(f"got {len(cond)} conditioning rows for {len(seeds)} seeds")
         start = time.perf_counter()
-        sigmas = flow_sigmas(settings.num_steps, settings.shift)
+        sigmas = sampling_sigmas(settings)
         parts: list[dict[str, torch.Tensor | None]] = []
         stochastic: list[int] = []
         for lo in range(0, len(seeds), self.batch_size):
