@@ -21,24 +21,34 @@ from tests.integration.api.servers import ROOT, free_port
 pytestmark = pytest.mark.timeout(240)
 
 
-def _serve(home: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("SOLRL_DATABASE_URL", "SOLRL_RAY_ADDRESS", "RAY_ADDRESS")}
-    env["SOLRL_HOME"] = str(home)
-    log = open(home.parent / f"serve-{port}.log", "ab")  # noqa: SIM115 - the child writes to it
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "api", "--port", str(port),
-                             *flags], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def _serve(home: Path, *flags: str, attempts: int = 3) -> tuple[subprocess.Popen, str]:
+    """Start ``solrl serve api`` on a free port; retried on another port if that one was taken in between
+    (the server starts Ray before it binds, and Ray's own processes take ports from the same range)."""
+    for attempt in range(attempts):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("SOLRL_DATABASE_URL", "SOLRL_RAY_ADDRESS", "RAY_ADDRESS")}
+        env["SOLRL_HOME"] = str(home)
+        log_path = home.parent / f"serve-{port}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it
+        proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "api", "--port", str(port),
+                                 *flags], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        assert proc.poll() is None, (home.parent / f"serve-{port}.log").read_text()[-3000:]
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        def ready(proc: subprocess.Popen = proc, url: str = url, log_path: Path = log_path) -> bool | str:
+            if proc.poll() is not None:
+                text = log_path.read_text()
+                if "address already in use" in text:
+                    return "port-taken"
+                raise AssertionError(text[-3000:])
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
 
-    wait_for(ready, 150, "the embedded service to be ready", interval_s=1)
-    return proc, url
+        if wait_for(ready, 150, "the embedded service to be ready", interval_s=1) is True:
+            return proc, url
+        assert attempt + 1 < attempts, f"no free port after {attempts} attempts"
+    raise AssertionError("unreachable")
 
 
 def _stop(proc: subprocess.Popen) -> None:
