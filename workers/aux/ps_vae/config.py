@@ -113,6 +113,7 @@ class PsVaeConfig(AuxConfig):
             "vae": {"stage1_steps": 300, "stage2_steps": 300},
             "generator": {"depth": 3, "steps": 500, "samples_per_class": 50},
             "toy": {"steps": 3000, "vae_steps": 2000, "samples": 2000},
+            "ladder": {"seeds": 5},  # the brief's five seeds (about 23 min on one CPU thread)
         },
     }
 
