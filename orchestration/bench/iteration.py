@@ -17,8 +17,6 @@ are meaningless (candidates are selected by them all the same).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from orchestration.bench.arch import CONFIG_DIR, build_adapter, build_transformer, random_conditioning
+from orchestration.bench.timing import seconds_once
 from workers.generation import PolicyCopy, PolicyWeights, SamplingSettings
 from workers.learner import Learner, LearnerSettings, TrainBatch
 from workers.models.base import Conditioning, ModelAdapter
@@ -79,14 +78,6 @@ class RewardStack(nn.Module):
         return torch.cat(scores)
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
-    torch.cuda.synchronize(device) if device.type == "cuda" else None
-    start = time.perf_counter()
-    out = fn()
-    torch.cuda.synchronize(device) if device.type == "cuda" else None
-    return time.perf_counter() - start, out
-
-
 def _extremes(scores: torch.Tensor, k: int) -> list[int]:
     """Indices of the k/2 best and k/2 worst candidates (Sol-RL's selection)."""
     order = torch.argsort(scores, descending=True).tolist()
@@ -134,30 +125,30 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
         seeds = list(range(iteration * 10_000, iteration * 10_000 + num_candidates))
         phases: dict[str, float] = {}
         if scheme == "solrl":
-            phases["stage1_lowp_sample"], g1 = _timed(
+            phases["stage1_lowp_sample"], g1 = seconds_once(
                 lambda: lowp.generate(cond_n, seeds, explore, version=version, decode=False), dev)
-            phases["reward_candidates"], s1 = _timed(lambda: reward_of(g1.latents_BCHW), dev)
+            phases["reward_candidates"], s1 = seconds_once(lambda: reward_of(g1.latents_BCHW), dev)
             chosen = _extremes(s1.cpu(), num_selected)
-            phases["stage2_bf16_regen"], g2 = _timed(lambda: bf16_k.generate(
+            phases["stage2_bf16_regen"], g2 = seconds_once(lambda: bf16_k.generate(
                 cond_n.index(chosen), [seeds[i] for i in chosen], train, version=version, decode=False), dev)
-            phases["reward_selected"], s2 = _timed(lambda: reward_of(g2.latents_BCHW), dev)
-            phases["learner_step"], _ = _timed(lambda: learn(g2.latents_BCHW, s2.cpu(), g2.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = _timed(lambda: refresh([lowp, bf16_k]), dev)
+            phases["reward_selected"], s2 = seconds_once(lambda: reward_of(g2.latents_BCHW), dev)
+            phases["learner_step"], _ = seconds_once(lambda: learn(g2.latents_BCHW, s2.cpu(), g2.sigmas, iteration), dev)
+            phases["weight_refresh"], _ = seconds_once(lambda: refresh([lowp, bf16_k]), dev)
         elif scheme == "naive_scaling":
-            phases["sample_bf16_all"], g = _timed(
+            phases["sample_bf16_all"], g = seconds_once(
                 lambda: bf16.generate(cond_n, seeds, train, version=version, decode=False), dev)
-            phases["reward_candidates"], s = _timed(lambda: reward_of(g.latents_BCHW), dev)
+            phases["reward_candidates"], s = seconds_once(lambda: reward_of(g.latents_BCHW), dev)
             chosen = _extremes(s.cpu(), num_selected)
-            phases["learner_step"], _ = _timed(
+            phases["learner_step"], _ = seconds_once(
                 lambda: learn(g.latents_BCHW[chosen], s.cpu()[chosen], g.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = _timed(lambda: refresh([bf16]), dev)
+            phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16]), dev)
         elif scheme == "diffusionnft":
             k_seeds = seeds[:num_selected]
-            phases["sample_bf16_k"], g = _timed(lambda: bf16_k.generate(
+            phases["sample_bf16_k"], g = seconds_once(lambda: bf16_k.generate(
                 cond_n.index(list(range(num_selected))), k_seeds, train, version=version, decode=False), dev)
-            phases["reward_candidates"], s = _timed(lambda: reward_of(g.latents_BCHW), dev)
-            phases["learner_step"], _ = _timed(lambda: learn(g.latents_BCHW, s.cpu(), g.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = _timed(lambda: refresh([bf16_k]), dev)
+            phases["reward_candidates"], s = seconds_once(lambda: reward_of(g.latents_BCHW), dev)
+            phases["learner_step"], _ = seconds_once(lambda: learn(g.latents_BCHW, s.cpu(), g.sigmas, iteration), dev)
+            phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16_k]), dev)
         else:
             raise ValueError(f"unknown scheme {scheme!r}")
         return phases

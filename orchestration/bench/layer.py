@@ -8,7 +8,6 @@ emulation. It shows what the quantization pass costs next to the GEMM and how mu
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from orchestration.bench.timing import mean_seconds
 from workers.precision import Fp8Linear, Nvfp4Linear, fp8
 
 
@@ -30,15 +30,8 @@ class LayerRow:
     vs_bf16: float
 
 
-def _time_ms(fn: Callable[[], object], repeats: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats * 1e3
+def _time_ms(fn: Callable[[], object], device: torch.device, repeats: int = 20) -> float:
+    return mean_seconds(fn, device, repeats, warmup=3) * 1e3
 
 
 class NormThenLinear(nn.Module):
@@ -93,9 +86,9 @@ def bench_layer(m: int, k: int, n: int, device: str = "cuda") -> list[LayerRow]:
     flops = 2 * m * k * n
     rows: list[LayerRow] = []
     with torch.no_grad():
-        base_ms = _time_ms(paths["bf16 F.linear"])
+        base_ms = _time_ms(paths["bf16 F.linear"], dev)
         for name, fn in paths.items():
-            ms = base_ms if name == "bf16 F.linear" else _time_ms(fn)
+            ms = base_ms if name == "bf16 F.linear" else _time_ms(fn, dev)
             rows.append(LayerRow(m, k, n, name, ms, flops / ms / 1e9, base_ms / ms))
     return rows
 

@@ -14,7 +14,6 @@ Modes (every row times only the transformer's denoising loop; text encoding and 
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -23,6 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from orchestration.bench.arch import ARCHS, build_adapter, build_transformer, random_conditioning
+from orchestration.bench.timing import mean_seconds
 from workers.models.base import Conditioning, ModelAdapter
 from workers.precision import apply_precision
 from workers.sampling import flow_sigmas, initial_noise, sample
@@ -41,21 +41,6 @@ class RolloutRow:
     peak_memory_gib: float | None
     tflops_achieved: float | None
     note: str = ""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (and compilation)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / repeats
 
 
 def flops_per_image(adapter: ModelAdapter, cond: Conditioning, steps: int) -> float:
@@ -165,7 +150,7 @@ def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: 
             fn = engine_loop(adapter, model, cond, steps, batch, seed=0)
         else:
             raise ValueError(f"unknown mode {mode!r}: diffusers-eager-bf16 or engine-<bf16|fp8|nvfp4|fp8-torchao>")
-        seconds = _timed(fn, dev, repeats)
+        seconds = mean_seconds(fn, dev, repeats)
         peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
         achieved = flops * batch / seconds / 1e12
         note = f"{achieved / bf16_tflops:.0%} of measured BF16 peak" if bf16_tflops else ""
@@ -187,12 +172,12 @@ def measured_gemm_tflops(device: str, size: int = 8192) -> dict[str, float]:
     a = torch.randn(size, size, device=dev, dtype=torch.bfloat16)
     b = torch.randn(size, size, device=dev, dtype=torch.bfloat16)
     flops = 2 * size**3
-    out = {"bf16": flops / _timed(lambda: a @ b, dev, 10) / 1e12}
+    out = {"bf16": flops / mean_seconds(lambda: a @ b, dev, 10) / 1e12}
     if torch.cuda.get_device_capability(dev) >= (8, 9):
         a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
         sa = torch.ones(size, 1, device=dev)
         sb = torch.ones(1, size, device=dev)
-        out["fp8"] = flops / _timed(lambda: torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb,
+        out["fp8"] = flops / mean_seconds(lambda: torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb,
                                                              out_dtype=torch.bfloat16), dev, 10) / 1e12
     return out
 

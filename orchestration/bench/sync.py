@@ -8,13 +8,13 @@ timed per iteration by the runtime itself (``sync_seconds`` in metrics.jsonl).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from orchestration.bench.arch import build_adapter, build_transformer
+from orchestration.bench.timing import mean_seconds
 from workers.generation import PolicyCopy, PolicyWeights
 
 
@@ -38,18 +38,6 @@ def random_lora(model: nn.Module, targets: tuple[str, ...], rank: int, seed: int
     return deltas
 
 
-def _time(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
 def bench_sync(arch: str, *, precisions: list[str], lora_rank: int, device: str, repeats: int = 3,
                overrides: dict | None = None) -> list[SyncRow]:
     dev = torch.device(device)
@@ -61,7 +49,7 @@ def bench_sync(arch: str, *, precisions: list[str], lora_rank: int, device: str,
     for precision in precisions:
         copy_ = PolicyCopy(adapter, precision, batch_size=1)
         for label, weights in ((f"lora_r{lora_rank}", lora), ("full", full)):
-            seconds = _time(lambda w=weights, c=copy_: c.set_policy(w), dev, repeats)
+            seconds = mean_seconds(lambda w=weights, c=copy_: c.set_policy(w), dev, repeats)
             rows.append(SyncRow(arch, precision, label, seconds, weights.num_bytes()))
         del copy_
         if dev.type == "cuda":
