@@ -253,6 +253,10 @@ class TrainJobConfig(_Strict):
     method: Method = Field("solrl", description="solrl, diffusionnft, naive_scaling, naive_quant or flow_grpo.")
     seed: int = Field(42, ge=0, description="Run seed: every candidate's noise derives from it.")
     iterations: int = Field(10, ge=0, description="Training iterations.")
+    budget_seconds: float | None = Field(
+        None, gt=0, description="Wall-clock budget of the training iterations (evaluations not counted): the run "
+        "stops after the iteration that reaches it, or at `iterations`, whichever comes first (null = no budget)."
+    )
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     prompts: PromptsConfig = PromptsConfig()
@@ -306,6 +310,13 @@ class TrainJobConfig(_Strict):
             raise ValueError(
                 f"train.grpo.sde_window_size ({g.sde_window_size}) exceeds regen.num_steps ({self.regen.num_steps})"
             )
+        if self.method == "flow_grpo" and g.sde_window_range is not None:
+            lo, hi = g.sde_window_range
+            if not 0 <= lo < hi <= self.regen.num_steps:
+                raise ValueError(
+                    f"train.grpo.sde_window_range ({lo}, {hi}) must satisfy 0 <= lo < hi <= regen.num_steps "
+                    f"({self.regen.num_steps}): shrink the range or raise regen.num_steps"
+                )
         return self
 
     @property

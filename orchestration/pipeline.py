@@ -234,6 +234,12 @@ class TwoStageLoop:
         result = {"eval_reward_mean": float(out.rewards_B.mean())}
         for name, comp in out.components.items():
             result[f"eval_reward_{name}"] = float(comp.mean())
+        if self.prompt_set.categories is not None:  # per-category held-out scores (GenEval's table)
+            category_B = [self.prompt_set.categories[pid] for pid in ids for _ in range(per)]
+            for category in dict.fromkeys(category_B):
+                rows = torch.tensor([c == category for c in category_B])
+                for name, comp in out.components.items():
+                    result[f"eval_{name}_{category}"] = float(comp.cpu()[rows].mean())
         return result, out.images_B3HW  # type: ignore[return-value]
 
 

@@ -58,6 +58,7 @@ class PromptSet:
     prompts: tuple[str, ...]
     train_ids: tuple[int, ...]
     heldout_ids: tuple[int, ...]
+    categories: tuple[str, ...] | None = None  # one per prompt where the set has categories (GenEval-style)
 
     def batch(self, run_seed: int, iteration: int, size: int) -> list[int]:
         """Train prompt ids for ``iteration``: epoch-wise shuffles seeded by (run_seed, epoch)."""
@@ -89,7 +90,8 @@ def compositional_prompt_set(heldout_count: int, split_seed: int = 0) -> PromptS
     # of a small category appears round(largest / size) times per epoch.
     train_ids = tuple(sorted(pid for ids in by_category.values() for pid in ids
                              for _ in range(max(1, round(largest / len(ids))))))
-    return PromptSet(prompts, train_ids, tuple(range(len(split.train), len(prompts))))
+    categories = tuple(parse_caption(text).category for text in prompts)
+    return PromptSet(prompts, train_ids, tuple(range(len(split.train), len(prompts))), categories)
 
 
 def load_prompt_set(source: str, heldout_count: int, split_seed: int = 0) -> PromptSet:

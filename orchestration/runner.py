@@ -141,44 +141,56 @@ def _run(cfg: TrainJobConfig, out_dir: Path, roles: Roles, checkpoint: Path | No
                 result, images = loop.evaluate(use_ema=cfg.eval.use_ema and loop.version > 0)
                 if grid_name:
                     save_image_grid(images, out_dir / grid_name, columns=cfg.eval.seeds_per_prompt * 4)
-                record = {"iteration": iteration, **result}
+                # Training seconds spent before this evaluation: the x axis of reward vs wall-clock.
+                spent_so_far = sum(r.get("iteration_seconds", 0.0) for r in records)
+                record = {"iteration": iteration, "train_seconds": spent_so_far, **result}
                 records.append(record)
                 sink.emit(record)
                 return record
 
             if checkpoint is None:
                 evaluate(0, "samples_initial.png")
+            spent = sum(r.get("iteration_seconds", 0.0) for r in records)  # of the budget, resumed runs included
+            done = start_iteration
             for it in range(start_iteration, cfg.iterations):
+                if cfg.budget_seconds is not None and spent >= cfg.budget_seconds:
+                    log.info("budget of %.0f s spent after %d iterations", cfg.budget_seconds, done)
+                    break
                 progress.reset(samples_task, total=per_iter)
                 progress.update(iterations_task, description=f"{cfg.method}: iteration {it + 1}/{cfg.iterations}")
                 t0 = time.perf_counter()
                 record = loop.run_iteration(it, tick=lambda n: progress.advance(samples_task, n))
                 record["iteration_seconds"] = time.perf_counter() - t0
+                spent += record["iteration_seconds"]
+                record["train_seconds"] = spent
                 records.append(record)
                 sink.emit(record, precision=loop.guard.precision)
                 progress.advance(iterations_task)
                 done = it + 1
-                if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.iterations:
+                last = done >= cfg.iterations or (cfg.budget_seconds is not None and spent >= cfg.budget_seconds)
+                if cfg.eval.every and done % cfg.eval.every == 0 and not last:
                     evaluate(done)
                 if stop_requested["flag"]:
                     save(done)
                     raise Stopped(f"stopped by SIGTERM after iteration {done}; resume with --resume")
-                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < cfg.iterations:
+                if last:
+                    break
+                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:
                     save(done)
-            final_eval = evaluate(cfg.iterations, "samples_final.png")
-            save(cfg.iterations)
+            final_eval = evaluate(done, "samples_final.png")
+            save(done)
     finally:
         signal.signal(signal.SIGTERM, previous)
         sink.close()
 
-    summary = summarize(cfg, records, final_eval, time.perf_counter() - started, description, loop, job_id)
+    summary = summarize(cfg, records, final_eval, time.perf_counter() - started, description, loop, job_id, done)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     save_reward_curve(records, out_dir / "reward_curve.png", f"{cfg.method} on {cfg.model.path}")
     return summary
 
 
 def summarize(cfg: TrainJobConfig, records: list[dict], final_eval: dict, seconds: float, description: dict,
-              loop: TwoStageLoop, job_id: str) -> dict:
+              loop: TwoStageLoop, job_id: str, iterations_done: int) -> dict:
     train = [r for r in records if "reward_mean" in r]
     evals = [r for r in records if "eval_reward_mean" in r]
 
@@ -190,7 +202,10 @@ def summarize(cfg: TrainJobConfig, records: list[dict], final_eval: dict, second
     return {
         "job_id": job_id,
         "method": cfg.method,
-        "iterations": cfg.iterations,
+        "iterations": iterations_done,
+        "iterations_planned": cfg.iterations,
+        "budget_seconds": cfg.budget_seconds,
+        "train_seconds": train[-1].get("train_seconds") if train else 0.0,
         "reward_first": train[0]["reward_mean"] if train else None,
         "reward_last": train[-1]["reward_mean"] if train else None,
         "eval_first": first_eval,

@@ -2,7 +2,7 @@
 # The issue-6 GPU batch, as run through the `device` tool (one H100/H200). Each step writes to $OUT and
 # is time-boxed so a slow step cannot eat the others. Usage on the GPU machine, from the repo root:
 #   bash .whl/install-on-gpu.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_issue6.sh STEP...
-# STEP: tests | layer | rollout-sd35m | rollout-flux | iteration-sd35m | sync-flux
+# STEP: tests | layer | rollout-{sd35m,sd35l,flux,sana} | iteration-{sd35m,flux}
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -17,17 +17,20 @@ for step in "$@"; do
     tests-precision) SOLRL_GPU_RESULTS="$OUT" timeout 120 python3 -m pytest -q -p no:cacheprovider \
              tests/gpu/test_precision_gpu.py > "$OUT/gpu_tests_precision.log" 2>&1 ;;
     layer) timeout 200 $SOLRL bench layer --out "$OUT/layer" > "$OUT/layer.log" 2>&1 ;;
-    rollout-sd35m|rollout-flux)
-      arch=sd35_medium; [ "$step" = rollout-flux ] && arch=flux1_dev
+    rollout-*)
+      case "$step" in rollout-sd35l) arch=sd35_large ;; rollout-flux) arch=flux1_dev ;;
+        rollout-sana) arch=sana_1600m ;; *) arch=sd35_medium ;; esac
       for mode in ${MODES:-diffusers-eager-bf16 engine-bf16 engine-fp8 engine-nvfp4 engine-fp8-torchao}; do
         timeout ${MODE_TIMEOUT:-200} $SOLRL bench rollout --arch $arch --resolution 512 --steps 6 --batch 16 --repeats ${REPEATS:-3} \
           --modes "$mode" ${MIN_DIM:+--min-dim $MIN_DIM} --out "$OUT/${step}_$mode${MIN_DIM:+_min$MIN_DIM}" \
           > "$OUT/${step}_$mode${MIN_DIM:+_min$MIN_DIM}.log" 2>&1
         echo "  $step $mode rc=$?" | tee -a "$OUT/steps.txt"
       done ;;
-    iteration-sd35m) timeout 300 $SOLRL bench iteration --arch sd35_medium --resolution 512 --candidates 96 \
-             --selected 24 --explore-steps 6 --train-steps 10 --precision fp8 --sample-batch 48 \
-             --out "$OUT/iteration_sd35m" > "$OUT/iteration_sd35m.log" 2>&1 ;;
+    iteration-sd35m|iteration-flux)
+      arch=sd35_medium; [ "$step" = iteration-flux ] && arch=flux1_dev
+      timeout ${ITER_TIMEOUT:-300} $SOLRL bench iteration --arch $arch --resolution 512 --candidates 96 \
+             --selected 24 --explore-steps 6 --train-steps 10 --precision fp8 --sample-batch ${SAMPLE_BATCH:-48} \
+             --out "$OUT/${step/-/_}" > "$OUT/${step/-/_}.log" 2>&1 ;;
     *) echo "unknown step $step" >&2 ;;
   esac
   echo "step $step: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"

@@ -119,6 +119,11 @@ def test_rl_iterations_on_the_pretrained_model(pretrained, tmp_path):
     train = [r for r in lines if "reward_mean" in r]
     assert len(train) == 2 and all(0.0 <= r["reward_geneval_rules"] <= 1.0 for r in train)
     assert "eval_reward_geneval_rules_strict" in lines[-1]
+    # Held-out scores per GenEval category: 6 prompts round-robin over the 6 categories, one each.
+    per_category = {k: v for k, v in lines[-1].items() if k.startswith("eval_geneval_rules_strict_")}
+    assert len(per_category) == 6 and all(v in (0.0, 1.0) for v in per_category.values())
+    partial = [v for k, v in lines[-1].items() if k.startswith("eval_geneval_rules_") and "strict" not in k]
+    assert sum(partial) / 6 == pytest.approx(lines[-1]["eval_reward_geneval_rules"], abs=1e-6)
     # The eval command reads an RL run too: its latest checkpoint's EMA weights.
     result = CliRunner().invoke(app, ["eval", "--model", str(run_dir), "--num-prompts", "6", "--seeds", "1",
                                       "--num-steps", "3", "--device", "cpu"])

@@ -51,3 +51,16 @@ def test_run_writes_its_files(runs):
     assert len(train_lines) == 16
     assert all(-1.0 <= r["fidelity_spearman"] <= 1.0 for r in train_lines)
     assert "nvfp4" in (run_dir / "precision_report.txt").read_text()
+
+
+def test_budget_seconds_stops_the_run_and_records_wall_clock(tmp_path, tiny_root):
+    """A tiny budget ends the run after its first iteration; metrics carry the training seconds spent."""
+    cfg = load_config(QUICKSTART, [*OVERRIDES, "iterations=50", "budget_seconds=1e-6", "eval.every=1"])
+    summary = run_training(cfg, tmp_path / "budget", show_progress=False)
+    assert summary["iterations"] == 1 and summary["iterations_planned"] == 50
+    lines = [json.loads(line) for line in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if "reward_mean" in r]
+    evals = [r for r in lines if "eval_reward_mean" in r]
+    assert len(train_lines) == 1 and train_lines[0]["train_seconds"] == train_lines[0]["iteration_seconds"] > 0
+    assert [e["iteration"] for e in evals] == [0, 1]  # initial and final evaluation, the final one at the stop
+    assert evals[0]["train_seconds"] == 0 and evals[1]["train_seconds"] == pytest.approx(summary["train_seconds"])

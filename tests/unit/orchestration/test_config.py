@@ -73,6 +73,17 @@ def test_baseline_shapes():
     assert parse_config({"method": "flow_grpo", "rollout": {"num_candidates": 24}}).objective == "grpo"
 
 
+def test_grpo_window_range_within_regen_steps():
+    base = {"method": "flow_grpo", "rollout": {"num_candidates": 24}, "regen": {"num_steps": 3}}
+    message = _err({**base, "train": {"grpo": {"sde_window_size": 2, "sde_window_range": [0, 8]}}})
+    assert "train.grpo.sde_window_range" in message and "regen.num_steps" in message
+
+
+def test_budget_seconds_must_be_positive():
+    assert "budget_seconds" in _err({"budget_seconds": 0})
+    assert parse_config({"budget_seconds": 90}).budget_seconds == 90
+
+
 def test_overrides_apply_and_validate():
     cfg = parse_config({}, ["iterations=3", "rollout.num_candidates=16", "regen.num_selected=4"])
     assert cfg.iterations == 3 and cfg.rollout.num_candidates == 16 and cfg.regen.num_selected == 4

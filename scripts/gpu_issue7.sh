@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The issue-7 GPU batch (the compositional benchmark's pretraining and the method comparison), as run
+# through the `device` tool. On the GPU machine, from the repo root:
+#   bash .whl/install-on-gpu.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_issue7.sh STEP...
+# STEP:
+#   pretrain  solrl pretrain with configs/compositional/pretrain.yaml into $RUNS/pretrain
+#             (PRETRAIN_SECONDS overrides train.max_seconds)
+#   probe     3 iterations of every method on the pretrained model: seconds per iteration, to size budgets
+#   compare   the timed runs: JOBS="method:seed ..." (method = a file of configs/compositional/), each with
+#             budget_seconds=$BUDGET into $RUNS/compare/<method>_s<seed>
+#   audit     fidelity-audit runs (every iteration samples all N in BF16 too): AUDIT_METHODS x AUDIT_ITERS
+#   pack      metrics, summaries, configs and sample grids of every run (no weights) into $OUT/issue7_<tag>.tgz
+# EXTRA adds overrides to every train command (e.g. "--set model.device=cpu ..." for a CPU dry run).
+# Set CUDA_VISIBLE_DEVICES to put a lane of jobs on one GPU; run two lanes side by side on a 2-GPU host.
+set -u
+OUT=${OUT:-/tmp/out}
+RUNS=${RUNS:-runs}
+TAG=${TAG:-lane}
+SOLRL="python3 -m orchestration.cli"
+BASE="$RUNS/pretrain/model"
+mkdir -p "$OUT" "$RUNS/compare" "$RUNS/audit" "$RUNS/probe"
+log() { echo "[$TAG $(date +%H:%M:%S)] $*" | tee -a "$OUT/steps_$TAG.txt"; }
+
+for step in "$@"; do
+  start=$(date +%s)
+  case "$step" in
+    pretrain)
+      timeout ${PRETRAIN_TIMEOUT:-1150} $SOLRL pretrain -c ${PRETRAIN_CONFIG:-configs/compositional/pretrain.yaml} -o "$RUNS/pretrain" \
+        ${PRETRAIN_SECONDS:+--set train.max_seconds=$PRETRAIN_SECONDS} > "$OUT/pretrain.log" 2>&1
+      log "pretrain rc=$?"
+      du -sh "$BASE" >> "$OUT/steps_$TAG.txt" 2>&1 ;;
+    probe)
+      for m in ${PROBE_METHODS:-diffusionnft naive_scaling naive_quant solrl_fp8 solrl_nvfp4 flow_grpo}; do
+        rm -rf "$RUNS/probe/$m"
+        timeout 240 $SOLRL train -c configs/compositional/$m.yaml -o "$RUNS/probe/$m" --set model.path=$BASE \
+          --set iterations=${PROBE_ITERS:-3} --set eval.every=0 --set checkpoint.every=0 ${EXTRA:-} \
+          > "$OUT/probe_$m.log" 2>&1
+        rc=$?
+        secs=$(python3 -c "import json,sys; r=[json.loads(l) for l in open('$RUNS/probe/$m/metrics.jsonl') if 'iteration_seconds' in l]; print(' '.join(f\"{x['iteration_seconds']:.2f}\" for x in r))" 2>/dev/null)
+        log "probe $m rc=$rc iteration_seconds: $secs"
+      done ;;
+    compare)
+      for job in ${JOBS:?set JOBS=\"method:seed ...\"}; do
+        m=${job%%:*}; s=${job##*:}
+        dir="$RUNS/compare/${m}_s$s"
+        resume=""; [ -d "$dir/checkpoints" ] && resume="--resume"
+        timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/$m.yaml -o "$dir" $resume \
+          --set model.path=$BASE --set seed=$s --set iterations=${MAX_ITERS:-1000} \
+          --set budget_seconds=${BUDGET:?set BUDGET} ${EXTRA:-} > "$OUT/compare_${m}_s$s.log" 2>&1
+        log "compare $m seed $s rc=$? $(tail -c 400 "$dir/summary.json" 2>/dev/null | tr -d '\n ' | head -c 200)"
+      done ;;
+    audit)
+      for m in ${AUDIT_METHODS:-solrl_fp8 solrl_nvfp4}; do
+        rm -rf "$RUNS/audit/$m"
+        timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/$m.yaml -o "$RUNS/audit/$m" \
+          --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 \
+          --set eval.fidelity_audit_every=1 --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_$m.log" 2>&1
+        log "audit $m rc=$?"
+      done ;;
+    export-base)  # the base in bf16 (half the bytes), tar split into 15 MiB parts: brought back as a fallback
+      python3 - "$BASE" "$RUNS/base_bf16" <<'PY'
+import shutil, sys
+from pathlib import Path
+import torch
+from safetensors.torch import load_file, save_file
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+shutil.rmtree(dst, ignore_errors=True)
+shutil.copytree(src, dst)
+for f in dst.rglob("*.safetensors"):
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in load_file(f).items()}
+    save_file(tensors, f)
+PY
+      tar -C "$RUNS" -cf - base_bf16 | split -b 15M - "$OUT/base_bf16.tar.part_"
+      log "export-base $(ls "$OUT"/base_bf16.tar.part_* | wc -l) parts" ;;
+    pack)
+      (cd "$RUNS" && find . \( -name metrics.jsonl -o -name summary.json -o -name config.yaml -o -name '*.png' \
+         -o -name '*.txt' -o -name solrl_model.json \) -not -path '*/checkpoints/*' -print0 \
+         | tar --null -czf "$OUT/issue7_$TAG.tgz" -T -)
+      log "packed $(du -h "$OUT/issue7_$TAG.tgz" | cut -f1)" ;;
+    *) echo "unknown step $step" >&2 ;;
+  esac
+  log "step $step done in $(( $(date +%s) - start )) s"
+done
