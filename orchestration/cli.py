@@ -221,6 +221,33 @@ def bench_sync_cmd(
     typer.echo(table)
 
 
+report_app = typer.Typer(no_args_is_help=True, help="Regenerate result reports from run folders.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("convergence")
+def report_convergence_cmd(
+    runs: Annotated[list[Path], typer.Option("--runs", help="Session folder (compare/, audit/, pretrain/, "
+                                                            "gpus.txt); repeatable, runs are pooled.")],
+    out: Annotated[Path, typer.Option(help="Markdown report; text after <!-- analysis --> is kept.")] = Path(
+        "docs/results/convergence.md"),
+    plots: Annotated[Path | None, typer.Option(help="PNG folder (default: OUT without .md).")] = None,
+    baseline: Annotated[str, typer.Option(help="Method whose final score sets the time-to-reach target.")] = "diffusionnft",
+    reference: Annotated[str, typer.Option(help="Method the final-score gap is measured against.")] = "naive_scaling",
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+) -> None:
+    """Held-out score against training time per method: tables, selection fidelity and plots."""
+    from orchestration.bench.convergence import write_convergence_report
+
+    try:
+        table = write_convergence_report(runs, out, plots, baseline=baseline, reference=reference, title=title)
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    typer.echo(table)
+    console.print(f"Wrote {out}")
+
+
 aux_app = typer.Typer(no_args_is_help=True, help="Auxiliary diffusion methods (job kinds aux.<method>).")
 app.add_typer(aux_app, name="aux")
 

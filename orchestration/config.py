@@ -110,6 +110,10 @@ class SamplerConfig(_Strict):
     grid: Literal["shift", "optimized"] = Field(
         "shift", description="Sigma grid: shift (uniform in t, then the SD3 shift) or optimized (the time steps "
         "of aux.timestep_opt, optimized for the solver's order pattern; needs shift 1.0 and an ODE solver).")
+    compile: bool = Field(
+        False, description="torch.compile the sampling copies (stage 1, regeneration, evaluation) where they run on "
+        "a GPU: fuses the elementwise work and launches that dominate small models; the first batches pay the "
+        "compile time. Ignored on CPU.")
 
 
 class RewardModelSettings(_Strict):

@@ -75,6 +75,10 @@ class PretrainTrainConfig(_StrictModel):
     timesteps: Literal["logit_normal", "uniform"] = Field(
         "logit_normal", description="Training time distribution: sigmoid(N(0, 1)) as SD3, or uniform.")
     log_every: int = Field(50, ge=1, description="Steps per metrics.jsonl training record.")
+    compile: bool = Field(
+        False, description="torch.compile the transformer for training on a GPU (a small model is bound by "
+        "elementwise traffic and launches that compilation fuses); the first steps pay the compile time. "
+        "Ignored on CPU.")
 
 
 class PretrainEvalConfig(_StrictModel):

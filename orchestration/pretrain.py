@@ -207,12 +207,15 @@ def start_training(cfg: PretrainConfig, pipeline) -> TrainState:
     t = cfg.train
     device = pipeline.transformer.device
     size = cfg.model.image_size
+    ema = ParameterEma(pipeline, t.ema_decay)  # copies the weights: made before compiling, from the plain module
+    if t.compile and device.type == "cuda":
+        pipeline.transformer.compile()
     return TrainState(
         pipeline=pipeline,
         adapter=SD3Adapter(pipeline, height=size, width=size, max_sequence_length=cfg.max_sequence_length),
         params=params,
         optimizer=torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay),
-        ema=ParameterEma(pipeline, t.ema_decay),
+        ema=ema,
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
         autocast=torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext(),
     )

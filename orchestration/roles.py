@@ -137,10 +137,15 @@ def encode_for_candidates(adapter: ModelAdapter, prompts: list[str]) -> Conditio
 def build_sampler(adapter: ModelAdapter, cfg: TrainJobConfig, stage: Stage, precision: str | None = None
                   ) -> PolicyCopy:
     settings = stage_settings(cfg, stage)
+    worker: PolicyCopy
     if stage == "stage1":
-        return RolloutWorker(adapter, precision=precision or cfg.rollout.precision, settings=settings,
-                             batch_size=cfg.rollout.batch_size, min_dim=cfg.rollout.min_dim)
-    return RegenWorker(adapter, settings=settings, batch_size=cfg.regen.batch_size)
+        worker = RolloutWorker(adapter, precision=precision or cfg.rollout.precision, settings=settings,
+                               batch_size=cfg.rollout.batch_size, min_dim=cfg.rollout.min_dim)
+    else:
+        worker = RegenWorker(adapter, settings=settings, batch_size=cfg.regen.batch_size)
+    if cfg.sampler.compile and adapter.device.type == "cuda":
+        worker.transformer.compile()  # in place: weight refreshes copy into the same tensors, no recompile
+    return worker
 
 
 def run_sample(worker: PolicyCopy, adapter: ModelAdapter, request: SampleRequest,

@@ -3,6 +3,7 @@
 # through the `device` tool. On the GPU machine, from the repo root:
 #   bash .whl/install-on-gpu.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_issue7.sh STEP...
 # STEP:
+#   tests     tests/gpu/test_rl_compile_gpu.py (sampler.compile vs eager)
 #   pretrain  solrl pretrain with configs/compositional/pretrain.yaml into $RUNS/pretrain
 #             (PRETRAIN_SECONDS overrides train.max_seconds)
 #   probe     3 iterations of every method on the pretrained model: seconds per iteration, to size budgets
@@ -24,6 +25,8 @@ log() { echo "[$TAG $(date +%H:%M:%S)] $*" | tee -a "$OUT/steps_$TAG.txt"; }
 for step in "$@"; do
   start=$(date +%s)
   case "$step" in
+    tests) SOLRL_GPU_RESULTS="$OUT" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rl_compile_gpu.py \
+             > "$OUT/gpu_tests_rl_compile.log" 2>&1; log "tests rc=$?" ;;
     pretrain)
       timeout ${PRETRAIN_TIMEOUT:-1150} $SOLRL pretrain -c ${PRETRAIN_CONFIG:-configs/compositional/pretrain.yaml} -o "$RUNS/pretrain" \
         ${PRETRAIN_SECONDS:+--set train.max_seconds=$PRETRAIN_SECONDS} > "$OUT/pretrain.log" 2>&1

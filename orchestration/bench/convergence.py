@@ -1,0 +1,565 @@
+"""``solrl report convergence``: held-out score against training time from RL run folders.
+
+A session folder holds ``compare/<method>_s<seed>/`` (timed runs), ``audit/<name>/`` (selection-fidelity
+audits), ``pretrain/summary.json`` (the base model) and ``gpus.txt``. Several sessions are pooled per method.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+log = logging.getLogger(__name__)
+
+MARKER = "<!-- analysis -->"
+CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+METHOD_ORDER = ("solrl_nvfp4", "solrl_fp8", "naive_quant", "naive_scaling", "diffusionnft", "flow_grpo")
+PARTIAL, STRICT = "eval_reward_geneval_rules", "eval_reward_geneval_rules_strict"
+PLOTS = ("reward_vs_wallclock.png", "reward_vs_iteration.png", "strict_vs_wallclock.png", "per_category.png")
+DEFAULT_TITLE = "Convergence: held-out score against training time"
+TOL = 1e-9  # a seed-mean of the same floats can sit an ulp under the target it was computed from
+
+Value = Callable[[dict], float | None]
+
+
+# ---- reading -------------------------------------------------------------------------------------
+def num(value: object) -> float | None:
+    """A finite float, or None (null, NaN, missing, non-numeric)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
+            log.warning("%s: skipping an unreadable line", path)
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    return data if isinstance(data, dict) else {}
+
+
+def read_json(path: Path) -> dict:
+    data = json.loads(path.read_text()) if path.exists() else None
+    return data if isinstance(data, dict) else {}
+
+
+def run_label(config: dict, fallback: str = "unknown") -> str:
+    """``solrl_<stage-1 precision>`` for Sol-RL, else the method name."""
+    method = str(config.get("method") or fallback)
+    precision = (config.get("rollout") or {}).get("precision")
+    return f"solrl_{precision}" if method == "solrl" and precision else method
+
+
+@dataclass
+class Run:
+    label: str
+    seed: int | None
+    path: Path
+    config: dict
+    train: list[dict]
+    evals: list[dict]
+    summary: dict = field(default_factory=dict)
+
+    def cumulative_seconds(self) -> dict[int, float]:
+        """Training seconds after each iteration (older files lack train_seconds: sum iteration_seconds)."""
+        out: dict[int, float] = {}
+        total = 0.0
+        for i, rec in enumerate(self.train):
+            cum = num(rec.get("train_seconds"))
+            total = cum if cum is not None else total + (num(rec.get("iteration_seconds")) or 0.0)
+            out[int(rec.get("iteration", i))] = total
+        return out
+
+    def eval_seconds(self, rec: dict, cumulative: dict[int, float]) -> float | None:
+        seconds = num(rec.get("train_seconds"))
+        if seconds is not None:
+            return seconds
+        done = int(rec.get("iteration", 0))  # an eval at iteration i follows iterations 0..i-1
+        before = [s for it, s in cumulative.items() if it < done]
+        return before[-1] if before else 0.0
+
+    def series(self, value: Value, x: str = "seconds") -> tuple[np.ndarray, np.ndarray]:
+        """(x, value) of the evaluations that have both, x = training seconds or iteration."""
+        cumulative = self.cumulative_seconds()
+        points: dict[float, float] = {}
+        for rec in self.evals:
+            xv = self.eval_seconds(rec, cumulative) if x == "seconds" else num(rec.get("iteration"))
+            yv = value(rec)
+            if xv is not None and yv is not None:
+                points[xv] = yv  # a resumed run repeats an evaluation: the later one wins
+        xs = np.array(sorted(points), dtype=float)
+        return xs, np.array([points[v] for v in xs], dtype=float)
+
+    def iterations(self) -> float | None:
+        if self.train:
+            return float(max(int(r.get("iteration", i)) for i, r in enumerate(self.train)) + 1)
+        return num(self.summary.get("iterations"))
+
+    def train_seconds(self) -> float | None:
+        cumulative = self.cumulative_seconds()
+        return list(cumulative.values())[-1] if cumulative else num(self.summary.get("train_seconds"))
+
+    def seconds_per_iteration(self) -> float | None:
+        values = [v for r in self.train if (v := num(r.get("iteration_seconds"))) is not None]
+        if values:
+            return float(np.mean(values))
+        total, its = self.train_seconds(), self.iterations()
+        return total / its if total is not None and its else None
+
+
+def is_eval(rec: dict) -> bool:
+    return "eval_reward_mean" in rec or PARTIAL in rec
+
+
+def load_run(path: Path) -> Run | None:
+    records = read_jsonl(path / "metrics.jsonl")
+    if not records:
+        return None
+    config, summary = read_yaml(path / "config.yaml"), read_json(path / "summary.json")
+    match = re.search(r"_s(\d+)$", path.name)
+    seed = config.get("seed", int(match.group(1)) if match else None)
+    label = run_label(config, fallback=summary.get("method") or re.sub(r"_s\d+$", "", path.name))
+    return Run(label, seed, path, config, [r for r in records if not is_eval(r)],
+               [r for r in records if is_eval(r)], summary)
+
+
+def gpu_name(path: Path) -> str:
+    """``2× NVIDIA H200`` from ``nvidia-smi -L`` output."""
+    names = re.findall(r"^GPU \d+: (.+?) \(UUID", path.read_text(), re.M) if path.exists() else []
+    if not names:
+        return "unknown GPU"
+    return ", ".join(f"{names.count(n)}× {n}" for n in dict.fromkeys(names))
+
+
+@dataclass
+class Session:
+    root: Path
+    gpu: str
+    runs: list[Run]
+    audits: list[Run]
+    pretrain: dict
+
+
+def load_runs(folder: Path) -> list[Run]:
+    if not folder.is_dir():
+        return []
+    return [run for d in sorted(folder.iterdir()) if d.is_dir() and (run := load_run(d)) is not None]
+
+
+def load_session(root: Path) -> Session:
+    return Session(root, gpu_name(root / "gpus.txt"), load_runs(root / "compare"), load_runs(root / "audit"),
+                   read_json(root / "pretrain" / "summary.json"))
+
+
+def group(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs per label, in the report's method order."""
+    out: dict[str, list[Run]] = {}
+    for run in runs:
+        out.setdefault(run.label, []).append(run)
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return {k: out[k] for k in sorted(out, key=lambda k: (rank.get(k, len(rank)), k))}
+
+
+# ---- values and curves ---------------------------------------------------------------------------
+def metric(*keys: str) -> Value:
+    """The first finite value among ``keys`` of a record."""
+    def value(rec: dict) -> float | None:
+        return next((v for k in keys if (v := num(rec.get(k))) is not None), None)
+    return value
+
+
+partial_score = metric(PARTIAL, "eval_reward_mean")
+strict_score = metric(STRICT)
+
+
+@dataclass
+class Curve:
+    x: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    seeds: int
+
+
+def mean_curve(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> Curve | None:
+    """Seed mean on the union of the seeds' x, each seed linearly interpolated.
+
+    Past a seed's last evaluation its last value is held: budgeted runs end within one iteration of
+    each other, and dropping the tail would drop every seed's final evaluation but the shortest one's.
+    """
+    series = [(x, y) for x, y in series if len(x)]
+    if not series:
+        return None
+    grid = np.unique(np.concatenate([x for x, _ in series]))
+    ys = np.stack([np.interp(grid, x, y) for x, y in series])
+    return Curve(grid, ys.mean(0), ys.min(0), ys.max(0), len(series))
+
+
+def first_reach(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
+    """First x at which the piecewise-linear curve (x, y) reaches ``target``, or None."""
+    hits = np.nonzero(y >= target - TOL)[0]
+    if not len(hits):
+        return None
+    i = int(hits[0])
+    if i == 0 or y[i] <= target:
+        return float(x[i])
+    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+    return float(x0 + (target - y0) / (y1 - y0) * (x1 - x0))
+
+
+def finals(runs: Sequence[Run], value: Value, first: bool = False) -> list[float]:
+    """Each run's last (or first) evaluation of ``value``."""
+    out = []
+    for run in runs:
+        _, y = run.series(value, "iteration")
+        if len(y):
+            out.append(float(y[0] if first else y[-1]))
+    return out
+
+
+def mean_of(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+@dataclass
+class MethodStats:
+    label: str
+    runs: list[Run]
+    first: list[float]
+    final: list[float]
+    strict: list[float]
+    final_seconds: list[float]  # training seconds at each seed's final evaluation
+    curve: Curve | None
+
+    @property
+    def final_mean(self) -> float | None:
+        return mean_of(self.final)
+
+
+def method_stats(label: str, runs: list[Run]) -> MethodStats:
+    series = [run.series(partial_score) for run in runs]
+    return MethodStats(label, runs, finals(runs, partial_score, first=True), finals(runs, partial_score),
+                       finals(runs, strict_score), [float(x[-1]) for x, _ in series if len(x)], mean_curve(series))
+
+
+@dataclass
+class Comparison:
+    """Time to reach the baseline's final score, speedup over it and gap to the reference, per method."""
+    target: float | None
+    baseline_seconds: float | None
+    reference_final: float | None
+    reach: dict[str, float | None]
+
+    def speedup(self, label: str) -> float | None:
+        t = self.reach.get(label)
+        return self.baseline_seconds / t if t and self.baseline_seconds is not None else None
+
+    def gap(self, stats: MethodStats) -> float | None:
+        final, ref = stats.final_mean, self.reference_final
+        return 100.0 * (final - ref) / ref if final is not None and ref else None
+
+
+def compare(stats: dict[str, MethodStats], baseline: str, reference: str) -> Comparison:
+    base, ref = stats.get(baseline), stats.get(reference)
+    target = base.final_mean if base else None
+    reach = {label: first_reach(s.curve.x, s.curve.mean, target) if s.curve and target is not None else None
+             for label, s in stats.items()}
+    return Comparison(target, mean_of(base.final_seconds) if base else None,
+                      ref.final_mean if ref else None, reach)
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+def fmt(value: float | None, spec: str = ".4f", missing: str = "—") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def pm(values: Sequence[float], spec: str = ".4f") -> str:
+    """mean ± std (sample std, over seeds) or the single value."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{np.mean(values):{spec}} ± {np.std(values, ddof=1):{spec}}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def seeds_cell(runs: Sequence[Run]) -> str:
+    return f"{len(runs)} ({', '.join(str(r.seed) for r in runs)})"
+
+
+def comparison_table(stats: dict[str, MethodStats], cmp: Comparison, baseline: str, reference: str) -> str:
+    header = ["method", "seeds", "iterations", "train s", "s / iteration", "held-out partial first → final",
+              "GenEval strict final", f"t to {baseline} final (s)", f"speedup vs {baseline}",
+              f"gap to {reference}"]
+    rows = []
+    for label, s in stats.items():
+        reach, speedup, gap = cmp.reach.get(label), cmp.speedup(label), cmp.gap(s)
+        rows.append([label, seeds_cell(s.runs), fmt(mean_of([r.iterations() for r in s.runs]), ".1f"),
+                     fmt(mean_of([r.train_seconds() for r in s.runs]), ".1f"),
+                     fmt(mean_of([r.seconds_per_iteration() for r in s.runs]), ".2f"),
+                     f"{pm(s.first)} → {pm(s.final)}", pm(s.strict),
+                     "not reached" if reach is None and cmp.target is not None else fmt(reach, ".1f"),
+                     fmt(speedup, ".2f") + ("×" if speedup is not None else ""),
+                     fmt(gap, "+.1f") + (" %" if gap is not None else "")])
+    return table(header, rows)
+
+
+def comparison_caption(cmp: Comparison, baseline: str, reference: str) -> str:
+    return (f"Held-out partial score = rule-based GenEval partial credit, strict = GenEval all-or-nothing "
+            f"(mean ± std over seeds); t = first training second at which the seed-mean eval curve (linear "
+            f"between evaluations) reaches {baseline}'s final partial score {fmt(cmp.target)}; speedup = "
+            f"{baseline}'s training seconds at its final evaluation ({fmt(cmp.baseline_seconds, '.1f')} s) / t; "
+            f"gap = (final − {reference} final {fmt(cmp.reference_final)}) / {reference} final.")
+
+
+def category_table(stats: dict[str, MethodStats], strict: bool) -> str:
+    prefix = "eval_geneval_rules_strict_" if strict else "eval_geneval_rules_"
+    rows = [[label, *(pm(finals(s.runs, metric(prefix + cat)), ".3f") for cat in CATEGORIES)]
+            for label, s in stats.items()]
+    return table(["method", *CATEGORIES], rows)
+
+
+def base_table(sessions: Sequence[Session]) -> str | None:
+    rows = []
+    for ses in sessions:
+        p = ses.pretrain
+        if not p:
+            continue
+        params = p.get("parameters") if isinstance(p.get("parameters"), dict) else {}
+        total = sum(v for v in params.values() if isinstance(v, int | float)) if params else None
+        by_cat = p.get("heldout_accuracy_by_category") or {}
+        size = num(p.get("checkpoint_bytes"))
+        rows.append([f"`{ses.root.name}`", fmt(num(p.get("steps")), ".0f"), fmt(num(p.get("train_seconds")), ".1f"),
+                     fmt(num(params.get("transformer")), ",.0f"), fmt(total, ",.0f"),
+                     fmt(size / 1e6 if size is not None else None, ".1f"),
+                     fmt(num(p.get("heldout_score_mean"))), fmt(num(p.get("heldout_overall"))),
+                     *(fmt(num(by_cat.get(cat)), ".3f") for cat in CATEGORIES)])
+    if not rows:
+        return None
+    return table(["session", "steps", "train s", "transformer params", "all params", "checkpoint MB",
+                  "held-out partial", "held-out GenEval strict", *CATEGORIES], rows)
+
+
+# ---- selection fidelity ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FidelitySpec:
+    prefix: str
+    overlaps: tuple[str, ...]  # metric suffixes of the overlap columns
+    over_pool: bool  # ranks among all N (audit) or among the K regenerated (timed runs)
+
+
+AUDIT = FidelitySpec("audit", ("topk_overlap", "bottomk_overlap"), over_pool=True)
+TIMED = FidelitySpec("fidelity", ("half_overlap",), over_pool=False)
+
+
+def nan_mean(records: Sequence[dict], key: str) -> tuple[float | None, int]:
+    values = [v for r in records if (v := num(r.get(key))) is not None]
+    return (float(np.mean(values)) if values else None), len(values)
+
+
+def fidelity_row(label: str, runs: list[Run], spec: FidelitySpec) -> list[str] | None:
+    records = [r for run in runs for r in run.train if f"{spec.prefix}_spearman" in r]
+    if not records:
+        return None
+    cfg = runs[0].config
+    n = num((cfg.get("rollout") or {}).get("num_candidates"))
+    k = num((cfg.get("regen") or {}).get("num_selected"))
+
+    def cell(suffix: str, spec_fmt: str = ".3f") -> str:
+        mean, valid = nan_mean(records, f"{spec.prefix}_{suffix}")
+        return fmt(mean, spec_fmt) + (f" (n={valid})" if valid < len(records) else "")
+
+    pool = n if spec.over_pool else k
+    refs = ("—", "—")
+    if pool is not None and k is not None:
+        refs = (f"{(k / 2 + 1) / 2:.1f} / {pool - (k / 2 - 1) / 2:.1f}", f"{(pool + 1) / 2:.1f}")
+    return [label, str(len(runs)), fmt(n, ".0f"), fmt(k, ".0f"), str(len(records)), cell("spearman"),
+            cell("kendall"), *(cell(o) for o in spec.overlaps), cell("best_half_bf16_rank", ".2f"),
+            cell("worst_half_bf16_rank", ".2f"), *refs]
+
+
+def fidelity_table(groups: dict[str, list[Run]], spec: FidelitySpec) -> str | None:
+    rows = [row for label, runs in groups.items() if (row := fidelity_row(label, runs, spec))]
+    if not rows:
+        return None
+    overlaps = {"topk_overlap": "top-K/2 overlap", "bottomk_overlap": "bottom-K/2 overlap",
+                "half_overlap": "best-half overlap"}
+    return table(["method", "runs", "N", "K", "iterations", "Spearman ρ", "Kendall τ",
+                  *(overlaps[o] for o in spec.overlaps), "best-half BF16 rank", "worst-half BF16 rank",
+                  "perfect best / worst", "random"], rows)
+
+
+# ---- plots -----------------------------------------------------------------------------------------
+def draw(ax: object, groups: dict[str, list[Run]], value: Value, x: str, colors: dict[str, str]) -> None:
+    for label, runs in groups.items():
+        curve = mean_curve([run.series(value, x) for run in runs])
+        if curve is None:
+            continue
+        if curve.seeds == 1:
+            ax.plot(curve.x, curve.mean, "o-", ms=3, color=colors[label], label=label)
+            continue
+        ax.plot(curve.x, curve.mean, color=colors[label], label=f"{label} (mean of {curve.seeds})")
+        ax.fill_between(curve.x, curve.lo, curve.hi, color=colors[label], alpha=0.2, lw=0)
+
+
+def write_plots(groups: dict[str, list[Run]], plots: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots.mkdir(parents=True, exist_ok=True)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(groups)}
+    single = [("reward_vs_wallclock.png", partial_score, "seconds", "held-out partial score"),
+              ("reward_vs_iteration.png", partial_score, "iteration", "held-out partial score"),
+              ("strict_vs_wallclock.png", strict_score, "seconds", "held-out GenEval strict score")]
+    written = []
+    for name, value, x, ylabel in single:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+        draw(ax, groups, value, x, colors)
+        ax.set(xlabel="training seconds" if x == "seconds" else "iteration", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plots / name)
+        plt.close(fig)
+        written.append(plots / name)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), dpi=110, sharex=True)
+    for ax, cat in zip(axes.flat, CATEGORIES, strict=True):
+        draw(ax, groups, metric(f"eval_geneval_rules_{cat}"), "seconds", colors)
+        ax.set_title(cat, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("training seconds")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8)
+    fig.suptitle("held-out partial score per category")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(plots / "per_category.png")
+    plt.close(fig)
+    return [*written, plots / "per_category.png"]
+
+
+# ---- the report ------------------------------------------------------------------------------------
+def command_line(runs: Sequence[Path], out: Path, plots: Path | None, baseline: str, reference: str,
+                 title: str | None) -> str:
+    args = ["solrl", "report", "convergence"]
+    for root in runs:
+        args += ["--runs", str(root)]
+    args += ["--out", str(out)]
+    if plots is not None:
+        args += ["--plots", str(plots)]
+    args += ["--baseline", baseline, "--reference", reference]
+    if title:
+        args += ["--title", title]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def header(sessions: Sequence[Session], title: str, command: str) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# {title}", ""]
+    for ses in sessions:
+        date = re.search(r"\d{4}-\d{2}-\d{2}", ses.root.name)
+        lines.append(f"- runs: `{ses.root}` — {ses.gpu}" + (f", {date.group(0)}" if date else "")
+                     + f"; {len(ses.runs)} timed, {len(ses.audits)} audit")
+    budgets = sorted({b for ses in sessions for r in ses.runs if (b := num(r.config.get("budget_seconds")))})
+    if budgets:
+        lines.append(f"- budget_seconds: {', '.join(f'{b:g}' for b in budgets)}")
+    lines += [f"- generated: {now}", f"- command: `{command}`"]
+    return "\n".join(lines)
+
+
+def section(title: str, caption: str, body: str | None) -> list[str]:
+    return [f"## {title}", "", caption, "", body, ""] if body else []
+
+
+def build_markdown(sessions: Sequence[Session], out: Path, plots: Path, baseline: str, reference: str,
+                   title: str, command: str) -> tuple[str, str]:
+    """The generated part of the report, and its comparison table alone (what the CLI prints)."""
+    groups = group([r for ses in sessions for r in ses.runs])
+    audits = group([r for ses in sessions for r in ses.audits])
+    stats = {label: method_stats(label, runs) for label, runs in groups.items()}
+    cmp = compare(stats, baseline, reference)
+    comparison = comparison_table(stats, cmp, baseline, reference)
+    rank_note = ("Ranks are mean BF16 ranks (1 = best) of the proxy's best / worst half; perfect = "
+                 "(K/2+1)/2 / pool − (K/2−1)/2, random = (pool+1)/2; (n=…) = iterations with a defined value "
+                 "(rewards that tie leave ρ, τ undefined).")
+    rel = Path(os.path.relpath(plots, out.parent)).as_posix()
+    parts = [header(sessions, title, command), "",
+             *section("Base model", "The pretrained model every run starts from; held-out partial = mean "
+                      "partial credit, strict and per category = GenEval all-or-nothing accuracy.",
+                      base_table(sessions)),
+             *section("Held-out score against training time", comparison_caption(cmp, baseline, reference),
+                      comparison),
+             *section("Per category, partial score (final evaluation)", "Final held-out partial score per "
+                      "GenEval category, mean ± std over seeds.", category_table(stats, strict=False)),
+             *section("Per category, GenEval strict (final evaluation)", "Final held-out all-or-nothing "
+                      "accuracy per category, mean ± std over seeds.", category_table(stats, strict=True)),
+             *section("Selection fidelity: audit runs (proxy choice ranked among all N in BF16)",
+                      "Spearman / Kendall over all N candidates per prompt; overlaps of the proxy's and BF16's "
+                      "top and bottom K/2 of N; pool = N. " + rank_note, fidelity_table(audits, AUDIT)),
+             *section("Selection fidelity: timed Sol-RL runs (proxy vs BF16 on the K regenerated)",
+                      "Spearman / Kendall over the K regenerated per prompt; overlap of the proxy's and BF16's "
+                      "best K/2 of K; pool = K. " + rank_note, fidelity_table(groups, TIMED)),
+             "## Plots", "", *(f"![{Path(name).stem}]({rel}/{name})" for name in PLOTS)]
+    return "\n".join(parts) + "\n", comparison
+
+
+def merge_analysis(generated: str, existing: str | None) -> str:
+    """The generated part, the marker, then whatever the old file had after its marker."""
+    tail = ""
+    if existing is not None:
+        _, sep, rest = existing.partition(MARKER)
+        tail = rest if sep else "\n\n" + existing  # no marker yet: keep the old text below it, lose nothing
+    return generated.rstrip("\n") + "\n\n" + MARKER + (tail if tail.strip() else "\n")
+
+
+def default_plots(out: Path) -> Path:
+    return out.with_suffix("") if out.suffix == ".md" else out.parent / (out.name + "_plots")
+
+
+def write_convergence_report(runs: Sequence[Path], out: Path, plots: Path | None = None,
+                             baseline: str = "diffusionnft", reference: str = "naive_scaling",
+                             title: str | None = None) -> str:
+    """Write the plots and the markdown (keeping the analysis after the marker); return the comparison table."""
+    sessions = [load_session(Path(root)) for root in runs]
+    if not any(ses.runs for ses in sessions):
+        raise ValueError(f"no timed runs (compare/<run>/metrics.jsonl) under {', '.join(map(str, runs))}")
+    plots_dir = plots or default_plots(out)
+    command = command_line(runs, out, plots, baseline, reference, title)
+    markdown, comparison = build_markdown(sessions, out, plots_dir, baseline, reference, title or DEFAULT_TITLE,
+                                          command)
+    write_plots(group([r for ses in sessions for r in ses.runs]), plots_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(merge_analysis(markdown, out.read_text() if out.exists() else None))
+    return comparison
