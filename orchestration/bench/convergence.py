@@ -447,7 +447,8 @@ def write_plots(groups: dict[str, list[Run]], plots: Path) -> list[Path]:
     for name, value, x, ylabel in single:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
         draw(ax, groups, value, x, colors)
-        ax.set(xlabel="training seconds" if x == "seconds" else "iteration", ylabel=ylabel)
+        xlabel = "training seconds" if x == "seconds" else "iteration"
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} vs {xlabel} (shade: min–max over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -531,7 +532,7 @@ def build_markdown(sessions: Sequence[Session], out: Path, plots: Path, baseline
              *section("Selection fidelity: timed Sol-RL runs (proxy vs BF16 on the K regenerated)",
                       "Spearman / Kendall over the K regenerated per prompt; overlap of the proxy's and BF16's "
                       "best K/2 of K; pool = K. " + rank_note, fidelity_table(groups, TIMED)),
-             "## Plots", "", *(f"![{Path(name).stem}]({rel}/{name})" for name in PLOTS)]
+             "## Plots", "", "\n\n".join(f"![{Path(name).stem}]({rel}/{name})" for name in PLOTS)]
     return "\n".join(parts) + "\n", comparison
 
 
