@@ -137,3 +137,30 @@ def test_summary_is_geneval_style():
     assert summary["accuracy_by_category"] == {"single_object": 1.0, "colors": 0.5}
     assert summary["overall"] == pytest.approx(0.75)  # mean over categories, not over images
     assert summary["image_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_parallel_detection_equals_in_process(monkeypatch):
+    """A batch split over worker processes gives exactly the in-process results (the work is per image)."""
+    from workers.compositional import evaluator
+    from workers.compositional.captions import split_captions
+    from workers.compositional.dataset import SceneStream
+
+    captions, images = SceneStream(split_captions(0).train, image_size=32, seed=3, supersample=2).batch(0, 70)
+    noisy = (images + 0.08 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    monkeypatch.setenv("SOLRL_EVALUATOR_WORKERS", "0")
+    serial = evaluator.detect_objects(noisy)
+    monkeypatch.setenv("SOLRL_EVALUATOR_WORKERS", "2")
+    assert len(noisy) >= evaluator.PARALLEL_MIN_IMAGES
+    assert evaluator.detect_objects(noisy) == serial
+    assert any(serial) and sum(map(len, serial)) > len(captions) // 2
+
+
+def test_evaluation_is_reused_for_the_same_batch_only():
+    from workers.compositional import evaluator
+
+    image = _image(("circle", "red", 0.5, 0.5))
+    first = evaluator.evaluate(image, ["a red circle"])
+    assert evaluator.evaluate(image, ["a red circle"]) == first  # served from the one-entry cache
+    assert evaluator._last is not None and evaluator._last[0]() is image
+    image.mul_(0.0).add_(1.0)  # in place: a white image; the version counter moves, so it is re-evaluated
+    assert evaluator.evaluate(image, ["a red circle"])[0].score < first[0].score
