@@ -314,7 +314,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def seeds_cell(runs: Sequence[Run]) -> str:
-    return f"{len(runs)} ({', '.join(str(r.seed) for r in runs)})"
+    return f"{len(runs)} ({', '.join('?' if r.seed is None else str(r.seed) for r in runs)})"
 
 
 def comparison_table(stats: dict[str, MethodStats], cmp: Comparison, baseline: str, reference: str) -> str:
@@ -448,9 +448,10 @@ def write_plots(groups: dict[str, list[Run]], plots: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
         draw(ax, groups, value, x, colors)
         xlabel = "training seconds" if x == "seconds" else "iteration"
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} vs {xlabel} (shade: min–max over seeds)")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title="seed mean; shade = min–max over seeds")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # an old run without strict scores draws nothing
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(plots / name)
         plt.close(fig)
@@ -464,7 +465,7 @@ def write_plots(groups: dict[str, list[Run]], plots: Path) -> list[Path]:
         ax.set_xlabel("training seconds")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8)
-    fig.suptitle("held-out partial score per category")
+    fig.suptitle("held-out partial score per category (seed mean; shade = min–max over seeds)")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(plots / "per_category.png")
     plt.close(fig)

@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-import torch
-
 from orchestration.aux_runner import build_config, run_aux
 
 ARMS = {"linear", "sim_dms", "sim_dmfis", "sim_dmis"}
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning OpenMP threads were 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_sim_recovery_smoke_end_to_end(tmp_path, one_thread):
+def test_sim_recovery_smoke_end_to_end(tmp_path):
     out = tmp_path / "sim_recovery"
     run_aux("sim_recovery", build_config("sim_recovery", {"preset": "smoke"}), out, show_progress=False)
     results = json.loads((out / "results.json").read_text())

@@ -5,22 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-import torch
-
 from orchestration.aux_runner import build_config, run_aux
 
 
-@pytest.fixture
-def one_thread():
-    """The smoke nets are tiny: one intra-op thread is faster, and avoids OpenMP spin-waits on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_skip_tuning_smoke_end_to_end(tmp_path, one_thread):
+def test_skip_tuning_smoke_end_to_end(tmp_path):
     out = tmp_path / "skip_tuning"
     run_aux("skip_tuning", build_config("skip_tuning", {"preset": "smoke"}), out, show_progress=False)
     results = json.loads((out / "results.json").read_text())

@@ -24,15 +24,6 @@ from workers.aux.fast_dllm.decoding import num_transfer_schedule, select_transfe
 from workers.aux.fast_dllm.generate import DecodeSpec, generate
 from workers.aux.fast_dllm.task import AdditionTask
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a loaded 2-core CI machine two threads thrash (measured 20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # ------------------------------------------------------------------------------ float64 reference model
 
 

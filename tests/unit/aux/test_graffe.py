@@ -36,18 +36,6 @@ from workers.aux.graffe.views import UnlabeledGraphs
 warnings.filterwarnings("ignore", message="Sparse")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny sparse graph ops run fastest single-threaded on a shared CPU (as the experiment runs them)."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def node_graph() -> Data:
     return partition_graph(num_classes=3, nodes_per_class=30, average_degree=6.0, num_channels=8, n_informative=3,

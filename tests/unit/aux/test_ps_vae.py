@@ -34,15 +34,6 @@ from workers.aux.ps_vae.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CI CPU (seconds vs tens of seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_vit(image_size: int = 8, patch: int = 4, hidden: int = 16, layers: int = 2):
     from transformers import ViTConfig, ViTModel
 

@@ -34,16 +34,6 @@ BETAS = np.linspace(1e-4, 0.02, 1000)  # the DDPM linear schedule, written out i
 ABAR = np.cumprod(1.0 - BETAS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread for this module: on a shared, oversubscribed CPU two spinning OpenMP
-    threads made the tiny UNet 10-100x slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def schedule() -> VpSchedule:
     return VpSchedule(torch.tensor(ABAR))

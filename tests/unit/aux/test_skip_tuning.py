@@ -28,15 +28,6 @@ from workers.aux.skip_tuning.skips import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These nets are tiny: one intra-op thread is faster, and avoids OpenMP spin-waits on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def unet():
     torch.manual_seed(0)  # module init draws from the global RNG

@@ -21,15 +21,6 @@ from workers.aux.vadd.train import kl_weight, train
 SPEC = VaddSpec(vocab_size=4, seq_len=2, dim=16, n_layers=1, n_heads=2, latent_dim=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a loaded 2-core CI machine two threads thrash (measured 20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_gaussian_kl_matches_torch_distributions() -> None:
     g = torch.Generator().manual_seed(0)
     mean, logvar = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g,

@@ -17,7 +17,7 @@ import torch
 
 from workers.aux.common.masked_diffusion import TransformerSpec, build_transformer
 from workers.aux.common.results import markdown_table, new_figure, save_figure
-from workers.aux.common.runtime import generator, progress, resolve_device
+from workers.aux.common.runtime import cpu_threads, generator, progress, resolve_device
 from workers.aux.fast_dllm.checkpoint import load_checkpoint, save_llada_layout
 from workers.aux.fast_dllm.config import FastDllmConfig
 from workers.aux.fast_dllm.decoding import theorem1_sweep
@@ -89,13 +89,8 @@ def kv_drift(trace: list[list[torch.Tensor]], prompt_len: int, block: int) -> di
 def run(cfg: FastDllmConfig, out: Path, *, show_progress: bool = True) -> dict:
     """Train, save and reload the model, decode the held-out prompts with every variant; plots into ``out``."""
     resolve_device(cfg.device)  # validated; the tiny model runs on CPU (throughput at batch 1 is launch-bound)
-    threads = torch.get_num_threads()
-    if cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
-    try:
+    with cpu_threads(cfg.cpu_threads):
         return _run(cfg, out, show_progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: FastDllmConfig, out: Path, show: bool) -> dict:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
-from threadpoolctl import threadpool_limits
-
-from workers.aux.common.runtime import resolve_device
+from workers.aux.common.runtime import cpu_threads, resolve_device
 from workers.aux.graffe.config import GraffeConfig
 from workers.aux.graffe.diffusion import VpSchedule
 from workers.aux.graffe.report import reading, task_section
@@ -25,22 +22,16 @@ def run(cfg: GraffeConfig, out: Path, *, show_progress: bool = True) -> dict:
     """Run the enabled tasks into ``out`` (plots, encoder checkpoints) and return results + ``report_md``."""
     device = resolve_device(cfg.device)
     schedule = VpSchedule.from_diffusers(cfg.diffusion.num_train_timesteps, cfg.diffusion.beta_schedule)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.num_threads)  # restored below: the setting is process-wide
     sections, summaries = [], {}
-    try:
-        # one BLAS/OpenMP thread for the probes too: on a shared CPU, idle-spinning pools cost 20x
-        with warnings.catch_warnings(), threadpool_limits(cfg.num_threads):
-            # GraphUNet's A^2 step builds a sparse CSR tensor and torch warns about it (beta API)
-            warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
-            setups = [s for s, on in ((node_setup, cfg.node_task.enabled), (graph_setup, cfg.graph_task.enabled)) if on]
-            for setup in setups:
-                task = setup(cfg, device)
-                res = run_task(cfg, task, schedule, out, show_progress)
-                md, summaries[task.name] = task_section(res, task.data.num_features, out)
-                sections.append(md)
-    finally:
-        torch.set_num_threads(threads)
+    with warnings.catch_warnings(), cpu_threads(cfg.num_threads):  # torch and the probes' BLAS
+        # GraphUNet's A^2 step builds a sparse CSR tensor and torch warns about it (beta API)
+        warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
+        setups = [s for s, on in ((node_setup, cfg.node_task.enabled), (graph_setup, cfg.graph_task.enabled)) if on]
+        for setup in setups:
+            task = setup(cfg, device)
+            res = run_task(cfg, task, schedule, out, show_progress)
+            md, summaries[task.name] = task_section(res, task.data.num_features, out)
+            sections.append(md)
     intro = ("Graffe pretrains an encoder E(masked graph) -> z by training a conditional graph U-Net denoiser "
              "D(x_t, A, t, z) of the node features; the frozen encoder is then linearly probed. Arms share data, "
              "seeds, probe and pretraining budget.\n")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from workers.aux.common.results import markdown_table, new_figure, save_figure
+from workers.aux.common.runtime import cpu_threads
 from workers.aux.ps_vae.config import PsVaeConfig
 from workers.aux.ps_vae.ladder import RUNG_NAMES, RungOutput, aggregate, run_seed
 from workers.aux.ps_vae.toy import ToyResult, run_toy
@@ -54,15 +55,8 @@ def _ladder_figure(table: dict[str, dict[str, float]], out: Path) -> str:
 def run(cfg: PsVaeConfig, out: Path, *, show_progress: bool = True) -> dict[str, Any]:
     # These models are tiny: on a shared CPU, intra-op threads cost far more in contention than they win
     # (measured 0.56 s vs 15.8 s per autoencoder step, 1 vs 2 threads, under load); restored afterwards.
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):  # the same for the BLAS under scikit-learn's probe and scipy
-            return _run(cfg, out, show_progress)
-    finally:
-        torch.set_num_threads(threads)
+    with cpu_threads(1):  # the same limit for the BLAS under scikit-learn's probe and scipy
+        return _run(cfg, out, show_progress)
 
 
 def _run(cfg: PsVaeConfig, out: Path, show_progress: bool) -> dict[str, Any]:

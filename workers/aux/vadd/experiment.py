@@ -16,7 +16,7 @@ import torch
 
 from workers.aux.common.metrics import digits_classifier, digits_frechet_distance, js_divergence
 from workers.aux.common.results import markdown_table, new_figure, save_figure
-from workers.aux.common.runtime import generator, progress, resolve_device
+from workers.aux.common.runtime import cpu_threads, generator, progress, resolve_device
 from workers.aux.vadd.config import VaddConfig
 from workers.aux.vadd.data import (
     DIGIT_LEVELS,
@@ -199,10 +199,7 @@ def run_digits(cfg: VaddConfig, out: Path, show: bool) -> tuple[dict, str]:
 def run(cfg: VaddConfig, out: Path, *, show_progress: bool = True) -> dict:
     """Run the enabled experiments into ``out``; returns results with ``report_md``."""
     resolve_device(cfg.device)  # validates the choice; these models are small enough that CPU is used
-    threads = torch.get_num_threads()
-    if cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
-    try:
+    with cpu_threads(cfg.cpu_threads):
         results: dict[str, Any] = {}
         parts = []
         if cfg.checkerboard.enabled:
@@ -211,8 +208,6 @@ def run(cfg: VaddConfig, out: Path, *, show_progress: bool = True) -> dict:
         if cfg.digits.enabled:
             results["digits"], md = run_digits(cfg, out, show_progress)
             parts.append(md)
-    finally:
-        torch.set_num_threads(threads)
     results["report_md"] = "\n".join(parts) + "\n" + _reading(results)
     return results
 
