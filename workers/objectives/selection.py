@@ -40,6 +40,17 @@ def _rank_order(rewards_PN: Tensor) -> Tensor:
     return torch.sort(rewards_PN, dim=1, descending=True, stable=True).indices
 
 
+def _topk_membership(values_PN: Tensor, k: int) -> Tensor:
+    """Probability [P, N] that each candidate is in the top k when ties are broken uniformly at random:
+    1 above the k-th value, 0 below it, and (free slots) / (tied candidates) for those equal to it."""
+    kth_P1 = torch.sort(values_PN, dim=1, descending=True).values[:, k - 1 : k]
+    above = values_PN > kth_P1
+    tied = values_PN == kth_P1
+    free_P1 = k - above.sum(dim=1, keepdim=True)
+    share_P1 = free_P1.to(torch.float64) / tied.sum(dim=1, keepdim=True)
+    return above.to(torch.float64) + tied.to(torch.float64) * share_P1
+
+
 def _random_keys(shape: tuple[int, int], generator: torch.Generator, device: torch.device) -> Tensor:
     # Draw on the generator's device (torch requires it) and move the keys to the rewards' device.
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
@@ -176,8 +187,8 @@ def selection_fidelity(
             average ranks / tau-b, like scipy); prompts where either reward row is constant have no
             defined correlation and are left out of the mean (NaN if none is defined);
         ``num_undefined_prompts``: how many prompts were left out above;
-        ``topk_overlap`` / ``bottomk_overlap``: mean of |proxy top-k ∩ true top-k| / k (likewise bottom);
-            sets use the stable ranking convention of this module;
+        ``topk_overlap`` / ``bottomk_overlap``: mean of |proxy top-k ∩ true top-k| / k (likewise bottom),
+            in expectation over random tie-breaking on each side (with no ties, the plain overlap);
         ``best_half_mean_true_rank`` / ``worst_half_mean_true_rank``: mean true rank (1 = best, average
             ranks for ties) of the selected best / worst halves. A perfect proxy with K of N gives
             K/4 + 0.5 and N - K/4 + 0.5 (6.5 / 90.5 for 24 of 96); a random one gives (N+1)/2 for both.
@@ -210,17 +221,10 @@ def selection_fidelity(
     kendall_P = _kendall_tau_b_P(proxy, true)
     undefined = int((torch.isnan(spearman_P) | torch.isnan(kendall_P)).sum().item())
 
-    # Membership masks of the top-k / bottom-k sets under the stable total order.
-    proxy_order = _rank_order(proxy)
-    true_order = _rank_order(true)
-
-    def _mask(indices_Pk: Tensor) -> Tensor:
-        return torch.zeros(num_prompts, n, dtype=torch.bool, device=proxy.device).scatter_(
-            1, indices_Pk, True
-        )
-
-    top_overlap_P = (_mask(proxy_order[:, :k]) & _mask(true_order[:, :k])).sum(dim=1) / k
-    bottom_overlap_P = (_mask(proxy_order[:, n - k :]) & _mask(true_order[:, n - k :])).sum(dim=1) / k
+    # Expected overlaps when each side's ties are broken at random (independently): index order would
+    # count tied rewards (e.g. many zeros) as agreement.
+    top_overlap_P = (_topk_membership(proxy, k) * _topk_membership(true, k)).sum(dim=1) / k
+    bottom_overlap_P = (_topk_membership(-proxy, k) * _topk_membership(-true, k)).sum(dim=1) / k
 
     true_ranks_PN = _average_ranks(true)
     selected_ranks_PK = true_ranks_PN.gather(1, selected)

@@ -166,6 +166,36 @@ def test_fidelity_overlap_and_ranks_match_reference() -> None:
     assert got["worst_half_mean_true_rank"] == pytest.approx(np.mean(worst_ranks))
 
 
+def test_fidelity_overlap_with_ties_is_the_random_tie_break_expectation() -> None:
+    """Many tied rewards (e.g. zeros from a weak model) must not count as agreement: the overlap is the
+    expectation over random tie-breaks, checked against enumerating every tie order by brute force."""
+    import itertools
+
+    proxy = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 2.0]], dtype=torch.float64)
+    true = torch.tensor([[0.0, 0.0, 0.0, 0.0, 3.0, 0.0]], dtype=torch.float64)
+    k = 2
+
+    def top_sets(values: list[float]) -> list[set[int]]:
+        # every top-k set a random tie-break can produce, weighted by its count of permutations
+        sets = []
+        for perm in itertools.permutations(range(len(values))):
+            order = sorted(range(len(values)), key=lambda i: (-values[i], perm.index(i)))
+            sets.append(set(order[:k]))
+        return sets
+
+    proxy_sets, true_sets = top_sets(proxy[0].tolist()), top_sets(true[0].tolist())
+    expected = np.mean([len(a & b) / k for a in proxy_sets for b in true_sets])
+    selected = select_candidates(proxy, 2, "best_worst")
+    got = selection_fidelity(proxy, true, selected, k=k)
+    assert got["topk_overlap"] == pytest.approx(expected)
+    # proxy top-2 = {5, 0}; true top-2 = {4} + one of five tied zeros, which is index 0 or 5 w.p. 2/5
+    assert got["topk_overlap"] == pytest.approx((2 / 5) / 2)
+    # All ties on both sides: the overlap is what random sets give, k / N, not 1.
+    flat = torch.zeros(1, 6, dtype=torch.float64)
+    assert selection_fidelity(flat, flat, select_candidates(flat, 2, "best_worst"), k=3)["topk_overlap"] == \
+        pytest.approx(3 / 6)
+
+
 def test_fidelity_perfect_and_reversed_proxy() -> None:
     true = torch.randn(4, 96, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
     proxy = 3.0 * true + 1.0  # monotone transform: same ranking
