@@ -333,6 +333,8 @@ def pretrain(
     config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (model/, metrics, samples, summary).")],
     overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its saved training "
+                                         "state (raise train.steps / train.max_seconds to train longer).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Pretrain the compositional benchmark's base model (configs/compositional/pretrain*.yaml)."""
@@ -345,7 +347,7 @@ def pretrain(
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
     try:
-        summary = run_pretrain(cfg, out, show_progress=True)
+        summary = run_pretrain(cfg, out, show_progress=True, resume=resume)
     except PretrainError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None

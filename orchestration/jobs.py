@@ -75,6 +75,9 @@ class PretrainTrainConfig(_StrictModel):
     timesteps: Literal["logit_normal", "uniform"] = Field(
         "logit_normal", description="Training time distribution: sigmoid(N(0, 1)) as SD3, or uniform.")
     log_every: int = Field(50, ge=1, description="Steps per metrics.jsonl training record.")
+    checkpoint_every: int = Field(
+        1000, ge=0, description="Save the training state (weights, EMA, optimizer, step) every N steps and at the "
+        "end of training, for `solrl pretrain --resume` (0 = only at the end).")
     compile: bool = Field(
         False, description="torch.compile the transformer for training on a GPU (a small model is bound by "
         "elementwise traffic and launches that compilation fuses); the first steps pay the compile time. "

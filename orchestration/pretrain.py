@@ -108,10 +108,33 @@ def flat_scores(prefix: str, summary: dict) -> dict[str, float]:
 
 
 # ---- the pretraining job --------------------------------------------------------------------------------
-def run_pretrain(cfg: PretrainConfig, out_dir: Path, *, show_progress: bool = True) -> dict:
+TRAIN_STATE = "train_state.pt"
+
+
+def check_resume(cfg: PretrainConfig, out_dir: Path, resume: bool) -> dict | None:
+    """The saved training state to continue from (``--resume``), after checking it fits ``cfg``; None for a
+    fresh run, which must not overwrite an earlier one."""
+    state_file = out_dir / TRAIN_STATE
+    if not resume:
+        if (out_dir / "model").exists() or state_file.exists():
+            raise PretrainError(f"{out_dir} already holds a pretraining run; pass --resume to continue it "
+                                "(raise train.steps / train.max_seconds to train longer) or choose another --out")
+        return None
+    if not state_file.is_file():
+        raise PretrainError(f"--resume: no {TRAIN_STATE} in {out_dir}; start without --resume")
+    saved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    # Only the training length and the evaluation may change on resume: the rest defines the model and data.
+    fixed = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("train", "eval", "device")}
+    changed = sorted(k for k, v in fixed.items() if saved.get(k) != v)
+    if changed:
+        raise PretrainError(f"--resume: {', '.join(changed)} differ from {out_dir / 'config.yaml'}; a resumed run "
+                            "may change only train.* and eval.*")
+    return torch.load(state_file, map_location="cpu", weights_only=False)
+
+
+def run_pretrain(cfg: PretrainConfig, out_dir: Path, *, show_progress: bool = True, resume: bool = False) -> dict:
     out_dir = Path(out_dir)
-    if (out_dir / "model").exists():
-        raise PretrainError(f"{out_dir / 'model'} exists; choose another --out (pretraining does not resume)")
+    saved_state = check_resume(cfg, out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     device = resolve_device(cfg.device)
@@ -122,18 +145,22 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, *, show_progress: bool = Tr
     size = cfg.model.image_size
     stream = SceneStream(split.train, image_size=size, seed=cfg.seed, supersample=cfg.supersample, device=device)
     save_image_grid(framed(stream.batch(0, 24)[1].cpu()), out_dir / "dataset_samples.png", columns=8)
-    sink = MetricsSink(out_dir, uuid.uuid4().hex[:12])
+    sink = MetricsSink(out_dir, uuid.uuid4().hex[:12], append=saved_state is not None)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), disable=not show_progress, console=Console(stderr=True))
     try:
-        vae_stats = prepare_vae(cfg, pipeline, split)
-        sink.emit({"iteration": 0, **vae_stats})
+        vae_stats = prepare_vae(cfg, pipeline, split)  # deterministic: a resumed run recomputes the same scaling
+        if saved_state is None:
+            sink.emit({"iteration": 0, **vae_stats})
         log.info("identity VAE: max error %.2e, evaluator on reconstructions %.3f", vae_stats["vae_max_error"],
                  vae_stats["vae_recon_accuracy"])
         with progress:
             train_task = progress.add_task("pretrain: training", total=cfg.train.steps)
+            if saved_state is not None:
+                progress.update(train_task, completed=saved_state["step"])
             ema, run = train(cfg, pipeline, stream, split.heldout, sink,
-                             lambda desc: progress.update(train_task, advance=1, description=desc))
+                             lambda desc: progress.update(train_task, advance=1, description=desc),
+                             saved_state=saved_state, state_file=out_dir / TRAIN_STATE)
             final = final_evaluation(cfg, ema.pipeline, split, out_dir)
             sink.emit({"iteration": run["steps"], **final["record"]})
     finally:
@@ -142,6 +169,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir: Path, *, show_progress: bool = Tr
     losses = run["losses"]
     summary = {
         "steps": run["steps"],
+        "resumed_from_step": saved_state["step"] if saved_state is not None else None,
         "steps_planned": cfg.train.steps,
         "train_seconds": run["train_seconds"],
         "seconds": time.perf_counter() - started,
@@ -221,6 +249,32 @@ def start_training(cfg: PretrainConfig, pipeline) -> TrainState:
     )
 
 
+def save_train_state(path: Path, state: TrainState, progress: dict) -> None:
+    """Weights of the trained modules, their EMA, the optimizer, the noise generator and the loop's
+    ``progress`` (step, train_seconds, losses, evaluations), written atomically (temp file + rename)."""
+    modules = ParameterEma.MODULES
+    payload = {
+        "modules": {m: getattr(state.pipeline, m).state_dict() for m in modules},
+        "ema": {m: getattr(state.ema.pipeline, m).state_dict() for m in modules},
+        "ema_updates": state.ema.updates,
+        "optimizer": state.optimizer.state_dict(),
+        "generator": state.generator.get_state(),
+        **progress,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_train_state(state: TrainState, saved: dict) -> None:
+    for m in ParameterEma.MODULES:
+        getattr(state.pipeline, m).load_state_dict(saved["modules"][m])
+        getattr(state.ema.pipeline, m).load_state_dict(saved["ema"][m])
+    state.ema.updates = saved["ema_updates"]
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.generator.set_state(saved["generator"])
+
+
 def train_step(cfg: PretrainConfig, state: TrainState, captions: list[str], images: torch.Tensor, step: int,
                progress: float) -> tuple[float, float]:
     """One optimizer step on a batch and the EMA update; returns (loss, gradient norm before clipping)."""
@@ -241,17 +295,30 @@ def train_step(cfg: PretrainConfig, state: TrainState, captions: list[str], imag
     return float(loss.detach()), grad_norm
 
 
-def train(cfg: PretrainConfig, pipeline, stream: SceneStream, heldout: tuple[str, ...], sink: MetricsSink, tick
-          ) -> tuple[ParameterEma, dict]:
-    """The flow-matching training loop (until ``train.steps`` or ``train.max_seconds``); returns the EMA and a
-    record of the run (logged losses, periodic evaluations, steps done, training seconds)."""
+def train(cfg: PretrainConfig, pipeline, stream: SceneStream, heldout: tuple[str, ...], sink: MetricsSink, tick,
+          *, saved_state: dict | None = None, state_file: Path | None = None) -> tuple[ParameterEma, dict]:
+    """The flow-matching training loop (until ``train.steps`` or ``train.max_seconds``), from scratch or from
+    ``saved_state``; saves the training state to ``state_file`` every ``train.checkpoint_every`` steps and at
+    the end. Returns the EMA and a record of the run (logged losses, periodic evaluations, steps done,
+    training seconds)."""
     t, e = cfg.train, cfg.eval
     state = start_training(cfg, pipeline)
     size = cfg.model.image_size
     eval_captions = stratified(heldout, min(e.num_prompts, len(heldout)), cfg.split_seed)
     losses, window, evals = [], [], []
-    last = time.perf_counter()
     step, train_seconds = 0, 0.0
+    if saved_state is not None:
+        load_train_state(state, saved_state)
+        step, train_seconds = saved_state["step"], saved_state["train_seconds"]
+        losses, evals = list(saved_state["losses"]), list(saved_state["evaluations"])
+        log.info("resuming pretraining at step %d (%.0f s trained)", step, train_seconds)
+
+    def checkpoint() -> None:
+        if state_file is not None:
+            save_train_state(state_file, state, {"step": step, "train_seconds": train_seconds, "losses": losses,
+                                                 "evaluations": evals})
+
+    last = time.perf_counter()
     while step < t.steps and (t.max_seconds is None or train_seconds < t.max_seconds):
         step_start = time.perf_counter()
         progress = max(step / t.steps, train_seconds / t.max_seconds if t.max_seconds else 0.0)
@@ -277,6 +344,10 @@ def train(cfg: PretrainConfig, pipeline, stream: SceneStream, heldout: tuple[str
             sink.emit(evals[-1])
             log.info("step %d: held-out overall %.3f", step, summary["overall"])
             last = time.perf_counter()
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
+            checkpoint()
+            last = time.perf_counter()
+    checkpoint()
     for module in (pipeline.transformer, pipeline.text_encoder, pipeline.text_encoder_2):
         module.eval().requires_grad_(False)
     return state.ema, {"losses": losses, "evaluations": evals, "steps": step, "train_seconds": train_seconds}
@@ -312,7 +383,13 @@ def save_model(pipeline, target: Path, cfg: PretrainConfig, heldout: dict, steps
                 "max_sequence_length": cfg.max_sequence_length, "spec": asdict(cfg.spec()),
                 "steps": steps, "heldout_overall": heldout["overall"], "split_seed": cfg.split_seed}
         (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2))
-        tmp.rename(target)
+        if target.exists():  # a resumed run replaces the model it wrote before
+            old = Path(tempfile.mkdtemp(prefix=".model-old-", dir=target.parent))
+            target.rename(old / "model")
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

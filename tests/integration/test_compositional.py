@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from orchestration.cli import app
@@ -145,3 +147,40 @@ def test_pretrain_job_kind(tmp_path):
     (job_dir / "spec.json").write_text(json.dumps({"id": "j1", "kind": "pretrain", "config": config}))
     assert entrypoint_main([str(job_dir)]) == 0
     assert (job_dir / "model" / "model_index.json").is_file() and (job_dir / "summary.json").is_file()
+
+
+def test_pretraining_resumes_after_a_crash_to_the_same_weights(tmp_path, monkeypatch):
+    """A run that dies mid-way and is resumed with --resume ends with the weights of an uninterrupted run
+    (CPU, deterministic): the state file carries weights, EMA, optimizer, noise generator and the step."""
+    from orchestration import pretrain as pretrain_module
+    from orchestration.pretrain import PretrainError, load_pretrain_config, run_pretrain
+
+    toy = [*TOY, "train.steps=12", "train.checkpoint_every=5", "eval.every=0", "eval.train_prompts=0"]
+    cfg = load_pretrain_config(CONFIGS / "pretrain_quick.yaml", toy)
+    straight = run_pretrain(cfg, tmp_path / "straight", show_progress=False)
+
+    real_step, calls = pretrain_module.train_step, {"n": 0}
+
+    def dies_at_step_8(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "train_step", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(cfg, tmp_path / "crashed", show_progress=False)
+    monkeypatch.setattr(pretrain_module, "train_step", real_step)
+    with pytest.raises(PretrainError, match="--resume"):
+        run_pretrain(cfg, tmp_path / "crashed", show_progress=False)  # never overwrites a run silently
+    resumed = run_pretrain(cfg, tmp_path / "crashed", show_progress=False, resume=True)
+
+    assert resumed["resumed_from_step"] == 5 and resumed["steps"] == straight["steps"] == 12
+    a = load_file(tmp_path / "straight" / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "crashed" / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["heldout_score_mean"] == straight["heldout_score_mean"]
+    # Resuming may lengthen training, not change the model or the data.
+    with pytest.raises(PretrainError, match="model"):
+        run_pretrain(load_pretrain_config(CONFIGS / "pretrain_quick.yaml", [*toy, "model.num_layers=3"]),
+                     tmp_path / "crashed", show_progress=False, resume=True)
