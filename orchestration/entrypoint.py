@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_aux(kind.name, cfg, job_dir, show_progress=False)
         result = {k: result[k] for k in ("method", "preset", "wall_seconds")}  # the full record is results.json
     elif isinstance(cfg, PretrainConfig):
-        from orchestration.pretrain import run_pretrain
+        from orchestration.pretrain import TRAIN_STATE, run_pretrain
 
-        result = run_pretrain(cfg, job_dir, show_progress=False)
+        result = run_pretrain(cfg, job_dir, show_progress=False, resume=(job_dir / TRAIN_STATE).is_file())
     else:
         from orchestration.checkpoint import latest_checkpoint
         from orchestration.runner import run_training
