@@ -118,6 +118,8 @@ def bench_rollout_cmd(
                                                           "CUDA graphs, max-autotune-no-cudagraphs).")] = None,
     min_dim: Annotated[int | None, typer.Option(help="Quantize layers with max(in, out) > min_dim (default: the "
                                                      "family's policy; 0 = every layer the skip list allows).")] = None,
+    compile_scope: Annotated[str, typer.Option(help="full (one graph) or blocks (each transformer block: "
+                                                    "much shorter compilation on deep models).")] = "full",
     device: Annotated[str, typer.Option()] = "cuda",
     repeats: Annotated[int, typer.Option()] = 3,
     arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value "
@@ -133,15 +135,19 @@ def bench_rollout_cmd(
         rows_to_markdown,
     )
 
+    if compile_scope not in ("full", "blocks"):
+        console.print(f"[red]--compile-scope must be full or blocks, got {compile_scope!r}[/red]")
+        raise typer.Exit(2)
     ceilings = measured_gemm_tflops(device)
     rows = bench_rollout(arch, resolution=resolution, steps=steps, batch=batch, modes=modes.split(","),
                          compile_engine=compile_engine, device=device, repeats=repeats,
                          overrides=_overrides(arch_set), bf16_tflops=ceilings.get("bf16"), compile_mode=compile_mode,
-                         min_dim=min_dim)
+                         min_dim=min_dim, compile_scope=compile_scope)
     table = rows_to_markdown(rows)
     write_report(out, f"Rollout speed: {arch} at {resolution} px", table, rows_to_dicts(rows),
                  {"gemm_tflops_measured": ceilings, "arch_overrides": _overrides(arch_set),
-                  "compile_mode": compile_mode or "default", "min_dim": "family policy" if min_dim is None else min_dim})
+                  "compile_mode": compile_mode or "default", "compile_scope": compile_scope,
+                  "min_dim": "family policy" if min_dim is None else min_dim})
     typer.echo(table)
 
 

@@ -22,7 +22,7 @@ for step in "$@"; do
         rollout-sana) arch=sana_1600m ;; *) arch=sd35_medium ;; esac
       for mode in ${MODES:-diffusers-eager-bf16 engine-bf16 engine-fp8 engine-nvfp4 engine-fp8-torchao}; do
         timeout ${MODE_TIMEOUT:-200} $SOLRL bench rollout --arch $arch --resolution 512 --steps 6 --batch 16 --repeats ${REPEATS:-3} \
-          --modes "$mode" ${MIN_DIM:+--min-dim $MIN_DIM} --out "$OUT/${step}_$mode${MIN_DIM:+_min$MIN_DIM}" \
+          --modes "$mode" ${MIN_DIM:+--min-dim $MIN_DIM} --compile-scope ${COMPILE_SCOPE:-full} --out "$OUT/${step}_$mode${MIN_DIM:+_min$MIN_DIM}" \
           > "$OUT/${step}_$mode${MIN_DIM:+_min$MIN_DIM}.log" 2>&1
         echo "  $step $mode rc=$?" | tee -a "$OUT/steps.txt"
       done ;;

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from orchestration.bench.arch import ARCHS, build_adapter, build_transformer, random_conditioning
 from orchestration.bench.timing import mean_seconds
+from workers.compile import CompileScope, compile_model
 from workers.models.base import Conditioning, ModelAdapter
 from workers.precision import apply_precision
 from workers.sampling import flow_sigmas, initial_noise, sample
@@ -126,7 +127,7 @@ def quantize_torchao_fp8_module(linear: nn.Linear) -> nn.Module:
 def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: list[str], compile_engine: bool,
                   device: str, repeats: int = 3, overrides: dict | None = None,
                   bf16_tflops: float | None = None, compile_mode: str | None = None,
-                  min_dim: int | None = None) -> list[RolloutRow]:
+                  min_dim: int | None = None, compile_scope: CompileScope = "full") -> list[RolloutRow]:
     dev = torch.device(device)
     base = build_transformer(arch, device=dev, dtype=torch.bfloat16, overrides=overrides)
     adapter = build_adapter(arch, base, resolution)
@@ -145,7 +146,7 @@ def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: 
             precision = mode.removeprefix("engine-")
             model = engine_model(arch, precision, dev, overrides, min_dim)
             if compile_engine:
-                model.compile(mode=compile_mode)  # in place: state-dict keys unchanged
+                compile_model(model, compile_scope, compile_mode)  # in place: state-dict keys unchanged
                 compiled = True
             fn = engine_loop(adapter, model, cond, steps, batch, seed=0)
         else:
@@ -156,6 +157,8 @@ def bench_rollout(arch: str, *, resolution: int, steps: int, batch: int, modes: 
         note = f"{achieved / bf16_tflops:.0%} of measured BF16 peak" if bf16_tflops else ""
         if min_dim is not None and mode.startswith("engine-") and mode != "engine-bf16":
             note = f"min_dim={min_dim}; {note}"
+        if compiled and compile_scope != "full":
+            note = f"compiled per block; {note}"
         rows.append(RolloutRow(arch, resolution, steps, batch, mode, compiled, batch / seconds, seconds, peak,
                                achieved, note))
         del fn, model
