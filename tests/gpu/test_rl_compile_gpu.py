@@ -23,3 +23,37 @@ def test_compiled_sampling_matches_eager(tmp_path, gpu_record):
     # Before any update both runs sample the same weights from the same seeds: only kernel-level bf16
     # differences (fusion, reordering) separate them.
     assert abs(eager["eval_first"] - fast["eval_first"]) <= 0.02 * max(abs(eager["eval_first"]), 1e-3)
+
+
+def test_compiled_pretraining_matches_eager(gpu_record):
+    """train.compile: the same batches from the same initial weights give the same losses within bf16 noise;
+    records steps/s of both (the reason for the option)."""
+    import time
+
+    import torch
+
+    from orchestration.pretrain import load_pretrain_config, start_training, train_step
+    from workers.compositional.captions import split_captions
+    from workers.compositional.dataset import SceneStream
+    from workers.compositional.model import build_pipeline, set_latent_scaling
+
+    configs = Path(__file__).parents[2] / "configs" / "compositional" / "pretrain.yaml"
+    losses, rates = {}, {}
+    for compiled in (False, True):
+        cfg = load_pretrain_config(configs, ["device=cuda", f"train.compile={str(compiled).lower()}"])
+        pipeline = build_pipeline(cfg.spec(), cfg.seed).to("cuda")
+        stream = SceneStream(split_captions(0).train, image_size=64, seed=0, supersample=4, device="cuda")
+        set_latent_scaling(pipeline.vae, stream.images(0, 256))
+        state = start_training(cfg, pipeline)
+        batches = [stream.batch(i, cfg.train.batch_size) for i in range(30)]
+        losses[compiled] = [train_step(cfg, state, *batches[i], i, 0.0)[0] for i in range(5)]
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(5, 30):
+            train_step(cfg, state, *batches[i], i, 0.0)
+        torch.cuda.synchronize()
+        rates[compiled] = 25 / (time.perf_counter() - start)
+    gpu_record({"check": "pretraining: train.compile vs eager", "losses_eager": losses[False],
+                "losses_compiled": losses[True], "steps_per_second": {"eager": rates[False], "compiled": rates[True]}})
+    for a, b in zip(losses[False], losses[True], strict=True):
+        assert abs(a - b) <= 0.05 * abs(a), (losses, rates)
