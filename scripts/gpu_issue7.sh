@@ -8,11 +8,16 @@
 #             (PRETRAIN_SECONDS overrides train.max_seconds)
 #   probe     3 iterations of every method on the pretrained model: seconds per iteration, to size budgets
 #   compare   the timed runs: JOBS="method:seed ..." (method = a file of configs/compositional/), each with
-#             budget_seconds=$BUDGET into $RUNS/compare/<method>_s<seed>
+#             the preset's budget_seconds (BUDGET overrides it) into $RUNS/compare/<method>_s<seed>
 #   audit     fidelity-audit runs (every iteration samples all N in BF16 too): AUDIT_METHODS x AUDIT_ITERS
 #   pack      metrics, summaries, configs and sample grids of every run (no weights) into $OUT/issue7_<tag>.tgz
 # EXTRA adds overrides to every train command (e.g. "--set model.device=cpu ..." for a CPU dry run).
 # Set CUDA_VISIBLE_DEVICES to put a lane of jobs on one GPU; run two lanes side by side on a 2-GPU host.
+# Keep OUT for the device tool's $OUT only where the files must come back (at most 8 files there):
+#   R=$OUT; export OUT=/tmp/w
+#   (CUDA_VISIBLE_DEVICES=0 TAG=lane0 JOBS="..." BUDGET=150 bash scripts/gpu_issue7.sh compare) &
+#   (CUDA_VISIBLE_DEVICES=1 TAG=lane1 JOBS="..." BUDGET=150 bash scripts/gpu_issue7.sh compare) &
+#   wait; OUT=$R TAG=call2 bash scripts/gpu_issue7.sh pack; tar czf $R/logs.tgz -C /tmp/w .
 set -u
 OUT=${OUT:-/tmp/out}
 RUNS=${RUNS:-runs}
@@ -49,7 +54,7 @@ for step in "$@"; do
         resume=""; [ -d "$dir/checkpoints" ] && resume="--resume"
         timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/$m.yaml -o "$dir" $resume \
           --set model.path=$BASE --set seed=$s --set iterations=${MAX_ITERS:-1000} \
-          --set budget_seconds=${BUDGET:?set BUDGET} ${EXTRA:-} > "$OUT/compare_${m}_s$s.log" 2>&1
+          ${BUDGET:+--set budget_seconds=$BUDGET} ${EXTRA:-} > "$OUT/compare_${m}_s$s.log" 2>&1
         log "compare $m seed $s rc=$? $(tail -c 400 "$dir/summary.json" 2>/dev/null | tr -d '\n ' | head -c 200)"
       done ;;
     audit)
@@ -75,11 +80,11 @@ for f in dst.rglob("*.safetensors"):
 PY
       tar -C "$RUNS" -cf - base_bf16 | split -b 15M - "$OUT/base_bf16.tar.part_"
       log "export-base $(ls "$OUT"/base_bf16.tar.part_* | wc -l) parts" ;;
-    pack)
+    pack)  # parts below the device tool's 16 MiB per file; reassemble with: cat issue7_TAG.tgz.part_* | tar xz
       (cd "$RUNS" && find . \( -name metrics.jsonl -o -name summary.json -o -name config.yaml -o -name '*.png' \
-         -o -name '*.txt' -o -name solrl_model.json \) -not -path '*/checkpoints/*' -print0 \
-         | tar --null -czf "$OUT/issue7_$TAG.tgz" -T -)
-      log "packed $(du -h "$OUT/issue7_$TAG.tgz" | cut -f1)" ;;
+         -o -name '*.txt' -o -name solrl_model.json \) -not -path '*/checkpoints/*' -not -path './base_bf16/*' \
+         -print0 | tar --null -czf - -T - | split -b 15M - "$OUT/issue7_$TAG.tgz.part_")
+      log "packed $(cat "$OUT"/issue7_$TAG.tgz.part_* | wc -c) bytes in $(ls "$OUT"/issue7_$TAG.tgz.part_* | wc -l) parts" ;;
     *) echo "unknown step $step" >&2 ;;
   esac
   log "step $step done in $(( $(date +%s) - start )) s"
