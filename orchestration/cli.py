@@ -182,6 +182,8 @@ def bench_iteration_cmd(
     sample_batch: Annotated[int, typer.Option(help="Candidates per forward batch.")] = 48,
     lora_rank: Annotated[int, typer.Option()] = 32,
     micro_batch: Annotated[int, typer.Option(help="Learner samples per forward/backward (memory).")] = 8,
+    compile_learner: Annotated[bool, typer.Option("--compile-learner/--eager-learner",
+                                                  help="torch.compile the learner's transformer.")] = False,
     compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
     device: Annotated[str, typer.Option()] = "cuda",
     repeats: Annotated[int, typer.Option()] = 2,
@@ -195,13 +197,15 @@ def bench_iteration_cmd(
 
     rows = bench_iteration(arch, resolution=resolution, num_candidates=num_candidates, num_selected=num_selected,
                            explore_steps=explore_steps, train_steps=train_steps, precision=precision,
-                           sample_batch=sample_batch, lora_rank=lora_rank, micro_batch=micro_batch, device=device,
+                           sample_batch=sample_batch, lora_rank=lora_rank, micro_batch=micro_batch,
+                           compile_learner=compile_learner, device=device,
                            compile_copies=compile_copies, repeats=repeats, overrides=_overrides(arch_set),
                            small_reward=small_reward)
     table = rows_to_markdown(rows)
     write_report(out, f"One RL iteration: {arch} at {resolution} px, {num_selected} of {num_candidates}", table,
                  rows_to_dicts(rows), {"precision": precision, "explore_steps": explore_steps,
-                                       "train_steps": train_steps, "micro_batch": micro_batch, "arch_overrides": _overrides(arch_set)})
+                                       "train_steps": train_steps, "micro_batch": micro_batch,
+                                       "compile_learner": compile_learner, "arch_overrides": _overrides(arch_set)})
     typer.echo(table)
 
 

@@ -195,6 +195,9 @@ class TrainSettings(_Strict):
     nft: NftSettings = NftSettings()
     grpo: GrpoSettings = GrpoSettings()
     update: bool = Field(True, description="false = run the loop without optimizer steps (a control run).")
+    compile: bool = Field(
+        False, description="torch.compile the learner's transformer (one graph per adapter state: trained, old, "
+        "reference); for GPUs: ignored on CPU.")
 
 
 class EvalConfig(_Strict):

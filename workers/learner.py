@@ -58,6 +58,7 @@ class LearnerSettings:
     grpo_clip_range: float = 1e-4
     grpo_kl_beta: float = 0.04
     grpo_noise_level: float = 0.7
+    compile: bool = False  # torch.compile the trained transformer (one graph per adapter state)
 
 
 @dataclass
@@ -95,6 +96,11 @@ class Learner:
             self._ref = copy.deepcopy(adapter.transformer).requires_grad_(False)
             trainable = list(self.transformer.parameters())
         self.transformer.train()
+        if settings.compile and adapter.device.type == "cuda":  # CPU inductor needs a C++ toolchain: skipped
+            # In place, so state-dict keys and the LoRA parameters are unchanged. Switching the active adapter
+            # (theta / old / reference) changes module attributes dynamo guards on: one graph per state.
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+            self.transformer.compile()
         self.trainable = trainable
         self.optimizer = torch.optim.AdamW(
             trainable, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay, eps=settings.eps

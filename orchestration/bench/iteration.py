@@ -86,7 +86,7 @@ def _extremes(scores: torch.Tensor, k: int) -> list[int]:
 
 def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_selected: int, explore_steps: int,
                     train_steps: int, precision: str, sample_batch: int, lora_rank: int, device: str,
-                    micro_batch: int = 8,
+                    micro_batch: int = 8, compile_learner: bool = False,
                     compile_copies: bool = True, repeats: int = 2, overrides: dict | None = None,
                     schemes: tuple[str, ...] = ("solrl", "naive_scaling", "diffusionnft"),
                     small_reward: bool = False) -> list[IterationRow]:
@@ -97,7 +97,7 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
     cond_n: Conditioning = cond_all.index([0] * num_candidates)
     reward = RewardStack(dev, small=small_reward)
     learner = Learner(adapter, LearnerSettings(lora_rank=lora_rank, lora_alpha=2.0 * lora_rank,
-                                                     micro_batch_size=micro_batch), seed=0)
+                                                     micro_batch_size=micro_batch, compile=compile_learner), seed=0)
     lowp = PolicyCopy(adapter, precision, batch_size=sample_batch)
     bf16 = PolicyCopy(adapter, "bf16", batch_size=sample_batch)
     bf16_k = PolicyCopy(adapter, "bf16", batch_size=min(sample_batch, num_selected))
