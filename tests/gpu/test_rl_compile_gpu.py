@@ -12,12 +12,17 @@ OVERRIDES = ["iterations=2", "eval.every=0", "prompts.per_iteration=2", "rollout
              "regen.num_selected=8", "model.device=cuda", "checkpoint.every=0"]
 
 
-def test_compiled_sampling_matches_eager(tmp_path, gpu_record):
+def _eager_and_compiled(tmp_path: Path, key: str) -> tuple[dict, dict]:
+    """Summaries of the same short run with config ``key`` false and true."""
     summaries = {}
     for compiled in (False, True):
-        cfg = load_config(QUICKSTART, [*OVERRIDES, f"sampler.compile={str(compiled).lower()}"])
-        summaries[compiled] = run_training(cfg, tmp_path / f"compile_{compiled}", show_progress=False)
-    eager, fast = summaries[False], summaries[True]
+        cfg = load_config(QUICKSTART, [*OVERRIDES, f"{key}={str(compiled).lower()}"])
+        summaries[compiled] = run_training(cfg, tmp_path / f"{key}_{compiled}", show_progress=False)
+    return summaries[False], summaries[True]
+
+
+def test_compiled_sampling_matches_eager(tmp_path, gpu_record):
+    eager, fast = _eager_and_compiled(tmp_path, "sampler.compile")
     gpu_record({"check": "RL run: sampler.compile vs eager", "eval_first": [eager["eval_first"], fast["eval_first"]],
                 "eval_last": [eager["eval_last"], fast["eval_last"]], "seconds": [eager["seconds"], fast["seconds"]]})
     # Before any update both runs sample the same weights from the same seeds: only kernel-level bf16
@@ -61,11 +66,7 @@ def test_compiled_pretraining_matches_eager(gpu_record):
 
 def test_compiled_learner_matches_eager(tmp_path, gpu_record):
     """train.compile: the learner's updates match the eager learner's within bf16 noise (same seeds)."""
-    summaries = {}
-    for compiled in (False, True):
-        cfg = load_config(QUICKSTART, [*OVERRIDES, f"train.compile={str(compiled).lower()}"])
-        summaries[compiled] = run_training(cfg, tmp_path / f"learner_{compiled}", show_progress=False)
-    eager, fast = summaries[False], summaries[True]
+    eager, fast = _eager_and_compiled(tmp_path, "train.compile")
     gpu_record({"check": "RL run: train.compile (learner) vs eager", "reward_last": [eager["reward_last"],
                 fast["reward_last"]], "eval_last": [eager["eval_last"], fast["eval_last"]],
                 "seconds": [eager["seconds"], fast["seconds"]]})
