@@ -135,6 +135,10 @@ def _run(cfg: TrainJobConfig, out_dir: Path, roles: Roles, checkpoint: Path | No
             iterations_task = progress.add_task(f"{cfg.method}: iterations", total=cfg.iterations,
                                                 completed=start_iteration)
             samples_task = progress.add_task("samples this iteration", total=per_iter)
+            spent = sum(r.get("iteration_seconds", 0.0) for r in records)  # training seconds, resumed runs included
+
+            def over_budget() -> bool:
+                return cfg.budget_seconds is not None and spent >= cfg.budget_seconds
 
             def evaluate(iteration: int, grid_name: str | None = None) -> dict:
                 progress.update(iterations_task, description=f"{cfg.method}: evaluating")
@@ -142,18 +146,16 @@ def _run(cfg: TrainJobConfig, out_dir: Path, roles: Roles, checkpoint: Path | No
                 if grid_name:
                     save_image_grid(images, out_dir / grid_name, columns=cfg.eval.seeds_per_prompt * 4)
                 # Training seconds spent before this evaluation: the x axis of reward vs wall-clock.
-                spent_so_far = sum(r.get("iteration_seconds", 0.0) for r in records)
-                record = {"iteration": iteration, "train_seconds": spent_so_far, **result}
+                record = {"iteration": iteration, "train_seconds": spent, **result}
                 records.append(record)
                 sink.emit(record)
                 return record
 
             if checkpoint is None:
                 evaluate(0, "samples_initial.png")
-            spent = sum(r.get("iteration_seconds", 0.0) for r in records)  # of the budget, resumed runs included
             done = start_iteration
             for it in range(start_iteration, cfg.iterations):
-                if cfg.budget_seconds is not None and spent >= cfg.budget_seconds:
+                if over_budget():  # a resumed run whose budget was already spent
                     log.info("budget of %.0f s spent after %d iterations", cfg.budget_seconds, done)
                     break
                 progress.reset(samples_task, total=per_iter)
@@ -167,7 +169,7 @@ def _run(cfg: TrainJobConfig, out_dir: Path, roles: Roles, checkpoint: Path | No
                 sink.emit(record, precision=loop.guard.precision)
                 progress.advance(iterations_task)
                 done = it + 1
-                last = done >= cfg.iterations or (cfg.budget_seconds is not None and spent >= cfg.budget_seconds)
+                last = done >= cfg.iterations or over_budget()
                 if cfg.eval.every and done % cfg.eval.every == 0 and not last:
                     evaluate(done)
                 if stop_requested["flag"]:
