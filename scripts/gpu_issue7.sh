@@ -5,7 +5,7 @@
 # STEP:
 #   tests     tests/gpu/test_rl_compile_gpu.py (sampler.compile vs eager)
 #   pretrain  solrl pretrain with configs/compositional/pretrain.yaml into $RUNS/pretrain
-#             (PRETRAIN_SECONDS overrides train.max_seconds)
+#             (PRETRAIN_SECONDS overrides train.max_seconds; PRETRAIN_RESUME=1 continues the run with --resume)
 #   probe     3 iterations of every method on the pretrained model: seconds per iteration, to size budgets
 #   compare   the timed runs: JOBS="method:seed ..." (method = a file of configs/compositional/), each with
 #             the preset's budget_seconds (BUDGET overrides it) into $RUNS/compare/<method>_s<seed>
@@ -34,7 +34,7 @@ for step in "$@"; do
              > "$OUT/gpu_tests_rl_compile.log" 2>&1; log "tests rc=$?" ;;
     pretrain)
       timeout ${PRETRAIN_TIMEOUT:-1150} $SOLRL pretrain -c ${PRETRAIN_CONFIG:-configs/compositional/pretrain.yaml} -o "$RUNS/pretrain" \
-        ${PRETRAIN_SECONDS:+--set train.max_seconds=$PRETRAIN_SECONDS} > "$OUT/pretrain.log" 2>&1
+        ${PRETRAIN_SECONDS:+--set train.max_seconds=$PRETRAIN_SECONDS} ${PRETRAIN_RESUME:+--resume} > "$OUT/pretrain.log" 2>&1
       log "pretrain rc=$?"
       du -sh "$BASE" >> "$OUT/steps_$TAG.txt" 2>&1 ;;
     probe)
