@@ -8,8 +8,11 @@ Prometheus endpoint and shows them in the dashboard's Metrics view.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Record key -> (Ray metric name, description, extra tags taken from the record context).
 RAY_GAUGES: dict[str, tuple[str, str]] = {
@@ -34,7 +37,6 @@ RAY_GAUGES: dict[str, tuple[str, str]] = {
     "stage1_precision_bits": ("solrl_rollout_precision_bits", "Bits of the stage-1 proxy precision (4, 8, 16)"),
     "policy_version": ("solrl_policy_version", "Policy version the iteration sampled with"),
 }
-
 
 ROLES = ("rollout", "regen", "learner", "reward", "selection", "eval", "weight_sync", "phase", "policy")
 
@@ -99,6 +101,18 @@ class MetricsSink:
 
 
 def read_records(path: Path) -> list[dict]:
+    """The JSON objects of a metrics.jsonl; a line a killed run left half-written is skipped with a warning."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: skipping an unreadable line", path)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from orchestration.metrics import read_records
+
 log = logging.getLogger(__name__)
 
 MARKER = "<!-- analysis -->"
@@ -39,23 +41,6 @@ def num(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-            log.warning("%s: skipping an unreadable line", path)
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 def read_yaml(path: Path) -> dict:
@@ -137,7 +122,7 @@ def is_eval(rec: dict) -> bool:
 
 
 def load_run(path: Path) -> Run | None:
-    records = read_jsonl(path / "metrics.jsonl")
+    records = read_records(path / "metrics.jsonl")
     if not records:
         return None
     config, summary = read_yaml(path / "config.yaml"), read_json(path / "summary.json")
