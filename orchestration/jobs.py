@@ -56,7 +56,11 @@ class PretrainModelConfig(_StrictModel):
     text_layers: int = Field(3, ge=1, description="Layers of the first CLIP text encoder.")
     text_hidden_2: int = Field(64, ge=8, description="Width of the second CLIP text encoder.")
     text_layers_2: int = Field(2, ge=1, description="Layers of the second CLIP text encoder.")
-    tokenizer_length: int = Field(48, ge=8, description="Character tokens per caption (CLIP positions).")
+    tokenizer: Literal["word", "char"] = Field(
+        "word", description="word: one token per word of the caption world (as a real BPE tokenizer gives common "
+        "words); char: one per character (the text encoders then learn words from letters, much more slowly).")
+    tokenizer_length: int = Field(16, ge=8, description="Tokens per caption (CLIP positions); at least the longest "
+                                  "caption's tokens with BOS and EOS (9 words, 40 characters).")
 
 
 class PretrainTrainConfig(_StrictModel):

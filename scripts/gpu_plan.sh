@@ -13,14 +13,14 @@ set -u
 R=${OUT:?run through the device tool, which sets OUT}
 W=/tmp/plan_work
 mkdir -p "$W"
-limit=${LIMIT:-540}  # seconds for the lanes; packing follows
+limit=${LIMIT:-560}  # seconds for the lanes; packing follows
 lane() {  # lane GPU TAG STEP... (env for gpu_issue7.sh / gpu_issue6.sh set by the caller)
   local gpu=$1 tag=$2; shift 2
   (export CUDA_VISIBLE_DEVICES=$gpu OUT=$W/$tag TAG=$tag; mkdir -p "$W/$tag"; timeout $((limit - SECONDS)) "$@")
 }
 case "${1:?CALL: 1, 1b, 2 or 3}" in
   1)
-    lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
+    PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-450} lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
     (lane 1 tests bash scripts/gpu_issue7.sh tests
      MODES=engine-nvfp4 COMPILE_SCOPE=blocks MODE_TIMEOUT=240 lane 1 flux bash scripts/gpu_issue6.sh rollout-flux
      ITER_TIMEOUT=400 MICRO_BATCH=2 ITER_REPEATS=1 COMPILE_LEARNER=1 lane 1 flux bash scripts/gpu_issue6.sh iteration-flux) &

@@ -4,8 +4,9 @@ Legend: B images, C latent channels, H/W pixels (the VAE does not downsample: la
 
 - **Transformer**: diffusers ``SD3Transformer2DModel`` (MMDiT, joint attention, RMS q/k norm as SD3.5),
   trained from scratch with the flow-matching loss.
-- **Text encoders**: two transformers ``CLIPTextModelWithProjection`` over the project's character-level
-  tokenizer, the two CLIP towers of SD3 (no T5: SD3 runs without it and fills its tokens with zeros).
+- **Text encoders**: two transformers ``CLIPTextModelWithProjection`` over a word-level tokenizer of the
+  world's vocabulary (one token per word, as CLIP's BPE gives common words; ``tokenizer: char`` takes the
+  project's character tokenizer instead, which learns the text binding far more slowly), the two CLIP towers of SD3 (no T5: SD3 runs without it and fills its tokens with zeros).
   They are **trained jointly** with the transformer: random frozen encoders over characters would leave
   the transformer to learn words from random character features; training them costs little (they are a
   few percent of the parameters). The RL loop freezes them, as it does for every model.
@@ -33,7 +34,7 @@ from torch import nn
 
 from workers.compositional.captions import captions_by_category
 from workers.models.base import Conditioning, ModelAdapter
-from workers.models.tokenizer import build_char_tokenizer
+from workers.models.tokenizer import build_char_tokenizer, build_word_tokenizer
 from workers.sampling import flow_sigmas, initial_noise, sample
 
 # Ids of the character tokenizer's special tokens (workers/models/tokenizer.py).
@@ -53,12 +54,26 @@ class ModelSpec:
     text_layers: int = 3
     text_hidden_2: int = 64
     text_layers_2: int = 2
-    tokenizer_length: int = 48
+    tokenizer: str = "word"  # word | char
+    tokenizer_length: int = 16
 
 
-def longest_caption_tokens() -> int:
-    """Tokens of the longest caption of the world (characters + BOS + EOS)."""
-    return 2 + max(len(c.text()) for cs in captions_by_category().values() for c in cs)
+def world_captions() -> list[str]:
+    return [c.text() for cs in captions_by_category().values() for c in cs]
+
+
+def build_tokenizer(kind: str, model_max_length: int):
+    """The base model's tokenizer: ``word`` (the world's vocabulary) or ``char``."""
+    if kind == "word":
+        return build_word_tokenizer((w for text in world_captions() for w in text.split()), model_max_length)
+    if kind == "char":
+        return build_char_tokenizer(model_max_length)
+    raise ValueError(f"unknown tokenizer {kind!r}; valid: word, char")
+
+
+def longest_caption_tokens(kind: str = "word") -> int:
+    """Tokens of the longest caption of the world (words or characters, + BOS + EOS)."""
+    return 2 + max(len(text.split()) if kind == "word" else len(text) for text in world_captions())
 
 
 def _text_encoder(spec: ModelSpec, hidden: int, layers: int, vocab: int):
@@ -79,10 +94,11 @@ def build_pipeline(spec: ModelSpec, seed: int):
 
     if spec.image_size % spec.patch_size:
         raise ValueError(f"image_size {spec.image_size} is not a multiple of patch_size {spec.patch_size}")
-    if longest_caption_tokens() > spec.tokenizer_length:
-        raise ValueError(f"tokenizer_length {spec.tokenizer_length} < {longest_caption_tokens()} tokens of the "
-                         "longest caption; raise it")
-    tokenizer = build_char_tokenizer(spec.tokenizer_length)
+    longest = longest_caption_tokens(spec.tokenizer)
+    if longest > spec.tokenizer_length:
+        raise ValueError(f"tokenizer_length {spec.tokenizer_length} < {longest} tokens of the longest caption "
+                         f"({spec.tokenizer} tokenizer); raise it")
+    tokenizer = build_tokenizer(spec.tokenizer, spec.tokenizer_length)
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=spec.image_size, patch_size=spec.patch_size, in_channels=LATENT_CHANNELS,

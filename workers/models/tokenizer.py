@@ -1,13 +1,16 @@
-"""A character-level tokenizer for the tiny model family.
+"""Local tokenizers for the models built here.
 
 Real checkpoints ship their own tokenizers; the tiny family cannot download one, so it gets a
 small, fully local ``PreTrainedTokenizerFast`` (lower-cased printable ASCII, one token per
-character) that every diffusers text-encoder call path accepts.
+character) that every diffusers text-encoder call path accepts. A model trained on a closed
+vocabulary (the compositional benchmark's base) can take a word-level one instead: one token per
+word, as a real BPE tokenizer gives common words.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -18,12 +21,26 @@ CHARACTERS = sorted(set(string.ascii_lowercase + string.digits + string.punctuat
 
 
 def build_char_tokenizer(model_max_length: int) -> PreTrainedTokenizerFast:
+    """One token per (lower-cased) character."""
+    return _wrap(_vocabulary(CHARACTERS), pre_tokenizers.Split(Regex("."), behavior="isolated"), model_max_length)
+
+
+def build_word_tokenizer(words: Iterable[str], model_max_length: int) -> PreTrainedTokenizerFast:
+    """One token per whitespace-separated (lower-cased) word of ``words``; any other word is ``<unk>``."""
+    return _wrap(_vocabulary(sorted({w.lower() for w in words})), pre_tokenizers.WhitespaceSplit(), model_max_length)
+
+
+def _vocabulary(tokens: Iterable[str]) -> dict[str, int]:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in CHARACTERS:
-        vocab[ch] = len(vocab)
+    for tok in tokens:
+        vocab.setdefault(tok, len(vocab))
+    return vocab
+
+
+def _wrap(vocab: dict[str, int], pre_tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizer
     core.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
     )

@@ -10,6 +10,7 @@ from workers.compositional.model import (
     ParameterEma,
     build_identity_vae,
     build_pipeline,
+    build_tokenizer,
     encode_images,
     encode_prompts_for_training,
     flow_matching_loss,
@@ -17,6 +18,7 @@ from workers.compositional.model import (
     longest_caption_tokens,
     lr_multiplier,
     set_latent_scaling,
+    world_captions,
 )
 from workers.compositional.scenes import render_scenes, scenes_for
 from workers.compositional.validation import balanced_captions
@@ -112,5 +114,29 @@ def test_generate_images_is_seeded(pipeline):
 
 def test_tokenizer_fits_every_caption():
     assert longest_caption_tokens() <= ModelSpec().tokenizer_length
+    assert longest_caption_tokens("char") > longest_caption_tokens("word")
     with pytest.raises(ValueError, match="tokenizer_length"):
-        build_pipeline(ModelSpec(image_size=16, tokenizer_length=8), seed=0)
+        build_pipeline(ModelSpec(image_size=16, tokenizer_length=8, tokenizer="char"), seed=0)
+    with pytest.raises(ValueError, match="valid: word, char"):
+        build_tokenizer("bpe", 16)
+
+
+def test_word_tokenizer_gives_each_word_of_the_world_one_token():
+    words = sorted({w for text in world_captions() for w in text.split()})
+    tokenizer = build_tokenizer("word", 16)
+    ids = [tokenizer(w).input_ids for w in words]
+    assert all(len(i) == 3 for i in ids)  # BOS, the word, EOS
+    assert len({i[1] for i in ids}) == len(words) and tokenizer.unk_token_id not in {i[1] for i in ids}
+    assert tokenizer("a Red  circle").input_ids == tokenizer("a red circle").input_ids
+    assert tokenizer.unk_token_id in tokenizer("a magenta circle").input_ids
+
+
+def test_word_tokenizer_survives_save_load(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = build_tokenizer("word", 16)
+    tokenizer.save_pretrained(str(tmp_path))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path))
+    text = "two red circles left of a blue square"
+    assert loaded(text, padding="max_length", max_length=16).input_ids == tokenizer(
+        text, padding="max_length", max_length=16).input_ids
