@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,20 @@ from workers.models.base import Conditioning, ModelAdapter
 from workers.models.lora import merged_weights
 from workers.precision import apply_precision, load_weights
 from workers.sampling import flow_sigmas, initial_noise, sample
+
+
+# Base weights per source transformer, shared by every copy made from it (a FLUX-size model has 24 GB of linear
+# weights: one clone per copy would not fit three copies and a learner on one GPU).
+_BASE_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def shared_base_weights(transformer: nn.Module) -> dict[str, torch.Tensor]:
+    """A clone of ``transformer``'s linear weights, made once and shared by every copy of it. LoRA deltas merge
+    into these (W = W_base + s * B @ A); the learner trains LoRA on its own copy, so the base never changes."""
+    if transformer not in _BASE_WEIGHTS:
+        _BASE_WEIGHTS[transformer] = {name: m.weight.detach().clone() for name, m in transformer.named_modules()
+                                      if isinstance(m, nn.Linear)}
+    return _BASE_WEIGHTS[transformer]
 
 
 class StalePolicyError(RuntimeError):
@@ -113,12 +128,8 @@ class PolicyCopy:
         self.precision = precision
         self.batch_size = batch_size
         self.transformer: nn.Module = copy.deepcopy(adapter.transformer).requires_grad_(False).eval()
-        # Base weights of every linear, kept to merge LoRA deltas into (W = W_base + s * B @ A).
-        self._base_weights = {
-            name: m.weight.detach().clone()
-            for name, m in self.transformer.named_modules()
-            if isinstance(m, nn.Linear)
-        }
+        # Base weights of every linear, kept to merge LoRA deltas into; one clone for all copies of this adapter.
+        self._base_weights = shared_base_weights(adapter.transformer)
         self.report = apply_precision(self.transformer, precision, adapter.family, min_dim=min_dim)
         self.version = 0
         self.last_refresh_seconds = 0.0
@@ -159,8 +170,11 @@ class PolicyCopy:
         version: int,
         decode: bool = True,
         progress: Callable[[int], None] | None = None,
+        batch_size: int | None = None,
     ) -> Generation:
-        """Sample one candidate per (cond row, seed). Each candidate depends only on its seed."""
+        """Sample one candidate per (cond row, seed). Each candidate depends only on its seed (and on the forward
+        batch size, ``batch_size`` or the copy's own: one copy can serve two batch sizes without a second
+        set of weights)."""
         self.check_version(version)
         if len(cond) != len(seeds):
             raise ValueError(f"got {len(cond)} conditioning rows for {len(seeds)} seeds")
@@ -168,12 +182,13 @@ class PolicyCopy:
         sigmas = sampling_sigmas(settings)
         parts: list[dict[str, torch.Tensor | None]] = []
         stochastic: list[int] = []
-        for lo in range(0, len(seeds), self.batch_size):
-            rows = list(range(lo, min(lo + self.batch_size, len(seeds))))
+        batch = batch_size or self.batch_size
+        for lo in range(0, len(seeds), batch):
+            rows = list(range(lo, min(lo + batch, len(seeds))))
             # Pad every forward batch to exactly batch_size rows (repeating the last candidate):
             # GEMM kernels pick their blocking by the row count, so a fixed shape is what makes a
             # candidate's bits independent of which and how many candidates share its batch.
-            padded = rows + [rows[-1]] * (self.batch_size - len(rows))
+            padded = rows + [rows[-1]] * (batch - len(rows))
             part, stochastic = self._generate_batch(cond.index(padded), [seeds[i] for i in padded],
                                                     sigmas, settings, decode)
             parts.append({k: None if v is None else v[: len(rows)] for k, v in part.items()})

@@ -99,11 +99,14 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
     learner = Learner(adapter, LearnerSettings(lora_rank=lora_rank, lora_alpha=2.0 * lora_rank,
                                                      micro_batch_size=micro_batch, compile=compile_learner), seed=0)
     lowp = PolicyCopy(adapter, precision, batch_size=sample_batch)
+    # One BF16 copy serves both batch sizes (all N, and the K regenerated): a second copy of a 12B model's weights
+    # does not fit on one GPU beside the learner.
     bf16 = PolicyCopy(adapter, "bf16", batch_size=sample_batch)
-    bf16_k = PolicyCopy(adapter, "bf16", batch_size=min(sample_batch, num_selected))
+    k_batch = min(sample_batch, num_selected)
     if compile_copies:
-        for copy_ in (lowp, bf16, bf16_k):
-            copy_.transformer.compile()  # in place: set_policy's state-dict keys are unchanged
+        for copy_ in (lowp, bf16):
+            # In place: set_policy's state-dict keys are unchanged. Static shapes: one graph per batch size.
+            copy_.transformer.compile(dynamic=False)
     explore = SamplingSettings(num_steps=explore_steps, solver="dpm2")
     train = SamplingSettings(num_steps=train_steps, solver="dpm2")
 
@@ -121,7 +124,7 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
 
     def run_scheme(scheme: str, iteration: int) -> dict[str, float]:
         version = learner.step
-        stale = [c for c in (lowp, bf16, bf16_k) if c.version != version]
+        stale = [c for c in (lowp, bf16) if c.version != version]
         if stale:  # copies another scheme left behind: synced untimed, each scheme times only its own refresh
             refresh(stale)
         seeds = list(range(iteration * 10_000, iteration * 10_000 + num_candidates))
@@ -131,11 +134,12 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
                 lambda: lowp.generate(cond_n, seeds, explore, version=version, decode=False), dev)
             phases["reward_candidates"], s1 = seconds_once(lambda: reward_of(g1.latents_BCHW), dev)
             chosen = _extremes(s1.cpu(), num_selected)
-            phases["stage2_bf16_regen"], g2 = seconds_once(lambda: bf16_k.generate(
-                cond_n.index(chosen), [seeds[i] for i in chosen], train, version=version, decode=False), dev)
+            phases["stage2_bf16_regen"], g2 = seconds_once(lambda: bf16.generate(
+                cond_n.index(chosen), [seeds[i] for i in chosen], train, version=version, decode=False,
+                batch_size=k_batch), dev)
             phases["reward_selected"], s2 = seconds_once(lambda: reward_of(g2.latents_BCHW), dev)
             phases["learner_step"], _ = seconds_once(lambda: learn(g2.latents_BCHW, s2.cpu(), g2.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = seconds_once(lambda: refresh([lowp, bf16_k]), dev)
+            phases["weight_refresh"], _ = seconds_once(lambda: refresh([lowp, bf16]), dev)
         elif scheme == "naive_scaling":
             phases["sample_bf16_all"], g = seconds_once(
                 lambda: bf16.generate(cond_n, seeds, train, version=version, decode=False), dev)
@@ -146,11 +150,12 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
             phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16]), dev)
         elif scheme == "diffusionnft":
             k_seeds = seeds[:num_selected]
-            phases["sample_bf16_k"], g = seconds_once(lambda: bf16_k.generate(
-                cond_n.index(list(range(num_selected))), k_seeds, train, version=version, decode=False), dev)
+            phases["sample_bf16_k"], g = seconds_once(lambda: bf16.generate(
+                cond_n.index(list(range(num_selected))), k_seeds, train, version=version, decode=False,
+                batch_size=k_batch), dev)
             phases["reward_candidates"], s = seconds_once(lambda: reward_of(g.latents_BCHW), dev)
             phases["learner_step"], _ = seconds_once(lambda: learn(g.latents_BCHW, s.cpu(), g.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16_k]), dev)
+            phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16]), dev)
         else:
             raise ValueError(f"unknown scheme {scheme!r}")
         return phases

@@ -73,3 +73,21 @@ def test_stale_version_is_refused_and_sync_changes_policy(adapter):
     assert seconds >= 0 and copy_.version == 1
     after = copy_.generate(cond, seeds, SETTINGS, version=1)
     assert not torch.equal(before.latents_BCHW, after.latents_BCHW)
+
+
+def test_copies_of_one_adapter_share_one_set_of_base_weights(adapter):
+    a = PolicyCopy(adapter, "bf16", batch_size=4)
+    b = PolicyCopy(adapter, "fp8", batch_size=4, min_dim=0)
+    assert a._base_weights is b._base_weights
+    name, weight = next(iter(a._base_weights.items()))
+    source = dict(adapter.transformer.named_modules())[name].weight
+    assert torch.equal(weight, source) and weight.data_ptr() != source.data_ptr()  # a clone, not the live weight
+
+
+def test_batch_size_override_matches_a_copy_of_that_batch_size(adapter):
+    cond, seeds = _candidates(adapter)
+    wide = PolicyCopy(adapter, "bf16", batch_size=8)
+    narrow = PolicyCopy(adapter, "bf16", batch_size=3)
+    via_override = wide.generate(cond, seeds, SETTINGS, version=0, batch_size=3)
+    assert torch.equal(via_override.latents_BCHW, narrow.generate(cond, seeds, SETTINGS, version=0).latents_BCHW)
+    assert wide.batch_size == 8
