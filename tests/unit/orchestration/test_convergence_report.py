@@ -129,16 +129,40 @@ def test_first_reach_edges():
 
 def test_comparison_table_rows(session: Path):
     stats = stats_of(session)
-    cmp = cv.compare(stats, "diffusionnft", "diffusionnft")
+    cmps = {clock: cv.compare(stats, "diffusionnft", "diffusionnft", clock) for clock in cv.CLOCKS}
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
-            for line in cv.comparison_table(stats, cmp, "diffusionnft", "diffusionnft").splitlines()[2:]}
+            for line in cv.comparison_table(stats, cmps, "diffusionnft", "diffusionnft").splitlines()[2:]}
     sol, nft = rows["solrl_fp8"], rows["diffusionnft"]
-    assert sol[1] == "2 (0, 1)" and sol[2] == "6.0" and sol[3] == "60.0" and sol[4] == "10.00"
-    assert sol[5] == "0.1000 ± 0.0000 → 0.8000 ± 0.0000"
-    assert sol[6] == f"0.3750 ± {np.std([0.25, 0.5], ddof=1):.4f}"
-    assert sol[7:] == ["27.3", "3.67×", "+60.0 % |"]
-    assert nft[5].endswith(f"→ 0.5000 ± {np.std([0.4, 0.6], ddof=1):.4f}")
-    assert nft[7:] == ["100.0", "1.00×", "+0.0 % |"]
+    assert sol[1] == "2 (0, 1)" and sol[2] == "6.0" and sol[3] == "60.0" and sol[4] == "0.0" and sol[5] == "10.00"
+    assert sol[6] == "0.1000 ± 0.0000 → 0.8000 ± 0.0000"
+    assert sol[7] == f"0.3750 ± {np.std([0.25, 0.5], ddof=1):.4f}"
+    assert sol[8:] == ["27.3", "3.67×", "27.3", "3.67×", "+60.0 % |"]  # no warm-up: both clocks agree
+    assert nft[6].endswith(f"→ 0.5000 ± {np.std([0.4, 0.6], ddof=1):.4f}")
+    assert nft[8:] == ["100.0", "1.00×", "100.0", "1.00×", "+0.0 % |"]
+
+
+def test_warmup_excluded_clock_and_plateaued_baseline(tmp_path: Path):
+    """A first iteration that compiles for 40 s moves a run's evaluations 40 s later on the plain clock only; a
+    baseline that reaches its final score early and stays flat keeps its own (early) time and speedup 1."""
+    root = tmp_path / "s"
+    nft = timed([(0, 0.1), (20, 0.5), (100, 0.5)], 10.0)
+    write_run(root / "compare" / "diffusionnft_s0", {**NFT, "seed": 0}, nft)
+    sol = timed([(0, 0.1), (50, 0.3), (90, 0.5)], 10.0)
+    train = [r for r in sol if "iteration_seconds" in r]
+    train[0]["iteration_seconds"] = 50.0  # 40 s of warm-up over the 10 s median
+    for rec in sol:  # every clock reading after the first iteration is 40 s later; the iteration-0 eval precedes it
+        if rec["iteration"] > 0 or "iteration_seconds" in rec:
+            rec["train_seconds"] += 40.0
+    write_run(root / "compare" / "solrl_fp8_s0", {**SOL, "seed": 0}, sol)
+    stats = stats_of(root)
+    run = stats["solrl_fp8"].runs[0]
+    assert run.warmup_seconds() == pytest.approx(40.0) and run.seconds_per_iteration() == pytest.approx(10.0)
+    assert run.series(cv.partial_score, "seconds")[0].tolist() == [0.0, 90.0, 130.0]
+    assert run.series(cv.partial_score, "steady")[0].tolist() == [0.0, 50.0, 90.0]
+    plain, steady = (cv.compare(stats, "diffusionnft", "diffusionnft", clock) for clock in cv.CLOCKS)
+    assert plain.baseline_seconds == pytest.approx(20.0) and plain.speedup("diffusionnft") == pytest.approx(1.0)
+    assert plain.reach["solrl_fp8"] == pytest.approx(130.0) and steady.reach["solrl_fp8"] == pytest.approx(90.0)
+    assert steady.speedup("solrl_fp8") == pytest.approx(20.0 / 90.0)
 
 
 def test_fidelity_ignores_nan_and_null(session: Path):
@@ -168,7 +192,7 @@ def test_missing_keys(tmp_path: Path):
     out = tmp_path / "report.md"
     table = cv.write_convergence_report([root], out, baseline="diffusionnft", reference="naive_scaling")
     row = table.splitlines()[2].split(" | ")
-    assert row[2:5] == ["4.0", "20.0", "5.00"] and row[6] == "—" and row[7] == "—"
+    assert row[2:6] == ["4.0", "20.0", "0.0", "5.00"] and row[7] == "—" and row[8] == "—"
     text = out.read_text()
     assert "unknown GPU" in text and "## Base model" not in text and "Selection fidelity" not in text
     assert all((tmp_path / "report" / name).exists() for name in cv.PLOTS)  # default plots folder
