@@ -264,6 +264,11 @@ class TrainJobConfig(_Strict):
         None, gt=0, description="Wall-clock budget of the training iterations (evaluations not counted): the run "
         "stops after the iteration that reaches it, or at `iterations`, whichever comes first (null = no budget)."
     )
+    budget_after_first_iteration: bool = Field(
+        False, description="Start the budget clock after the first iteration, whose seconds include one-time "
+        "torch.compile of the samplers and learner (tens of seconds for the quantized copies, ~1 s for BF16): "
+        "every method then gets the same budget of steady-state training. The first iteration still trains "
+        "and its seconds are still logged in train_seconds.")
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     prompts: PromptsConfig = PromptsConfig()

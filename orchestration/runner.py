@@ -138,7 +138,11 @@ def _run(cfg: TrainJobConfig, out_dir: Path, roles: Roles, checkpoint: Path | No
             spent = sum(r.get("iteration_seconds", 0.0) for r in records)  # training seconds, resumed runs included
 
             def over_budget() -> bool:
-                return cfg.budget_seconds is not None and spent >= cfg.budget_seconds
+                if cfg.budget_seconds is None:
+                    return False
+                first = next((r["iteration_seconds"] for r in records if r.get("iteration") == 0
+                              and "iteration_seconds" in r), None) if cfg.budget_after_first_iteration else 0.0
+                return first is not None and spent - first >= cfg.budget_seconds
 
             def evaluate(iteration: int, grid_name: str | None = None) -> dict:
                 progress.update(iterations_task, description=f"{cfg.method}: evaluating")

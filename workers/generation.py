@@ -26,7 +26,6 @@ from workers.models.lora import merged_weights
 from workers.precision import apply_precision, load_weights
 from workers.sampling import flow_sigmas, initial_noise, sample
 
-
 # Base weights per source transformer, shared by every copy made from it (a FLUX-size model has 24 GB of linear
 # weights: one clone per copy would not fit three copies and a learner on one GPU).
 _BASE_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()

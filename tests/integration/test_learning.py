@@ -64,3 +64,11 @@ def test_budget_seconds_stops_the_run_and_records_wall_clock(tmp_path, tiny_root
     assert len(train_lines) == 1 and train_lines[0]["train_seconds"] == train_lines[0]["iteration_seconds"] > 0
     assert [e["iteration"] for e in evals] == [0, 1]  # initial and final evaluation, the final one at the stop
     assert evals[0]["train_seconds"] == 0 and evals[1]["train_seconds"] == pytest.approx(summary["train_seconds"])
+
+
+def test_budget_after_first_iteration_leaves_the_warm_up_off_the_clock(tmp_path, tiny_root):
+    """With the first iteration (compilation) off the budget clock, a tiny budget ends the run after the second."""
+    cfg = load_config(QUICKSTART, [*OVERRIDES, "iterations=50", "budget_seconds=1e-6", "eval.every=0",
+                                   "budget_after_first_iteration=true"])
+    summary = run_training(cfg, tmp_path / "warm", show_progress=False)
+    assert summary["iterations"] == 2
