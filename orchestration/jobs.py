@@ -86,6 +86,9 @@ class PretrainTrainConfig(_StrictModel):
         False, description="torch.compile the transformer for training on a GPU (a small model is bound by "
         "elementwise traffic and launches that compilation fuses); the first steps pay the compile time. "
         "Ignored on CPU.")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode of train.compile; reduce-overhead adds CUDA graphs (removes "
+        "the launch cost of a small model's many kernels; static shapes, more memory).")
 
 
 class PretrainEvalConfig(_StrictModel):

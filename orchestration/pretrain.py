@@ -237,12 +237,14 @@ def start_training(cfg: PretrainConfig, pipeline) -> TrainState:
     size = cfg.model.image_size
     ema = ParameterEma(pipeline, t.ema_decay)  # copies the weights: made before compiling, from the plain module
     if t.compile and device.type == "cuda":
-        pipeline.transformer.compile()
+        pipeline.transformer.compile(mode=t.compile_mode)
     return TrainState(
         pipeline=pipeline,
         adapter=SD3Adapter(pipeline, height=size, width=size, max_sequence_length=cfg.max_sequence_length),
         params=params,
-        optimizer=torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay),
+        # fused: one kernel for the whole update on a GPU (the foreach default launches several per tensor list)
+        optimizer=torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay,
+                                    fused=device.type == "cuda"),
         ema=ema,
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
         autocast=torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext(),
@@ -276,8 +278,9 @@ def load_train_state(state: TrainState, saved: dict) -> None:
 
 
 def train_step(cfg: PretrainConfig, state: TrainState, captions: list[str], images: torch.Tensor, step: int,
-               progress: float) -> tuple[float, float]:
-    """One optimizer step on a batch and the EMA update; returns (loss, gradient norm before clipping)."""
+               progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch and the EMA update; returns (loss, gradient norm before clipping) as
+    0-d tensors on the device: reading them waits for the GPU, so the loop does that only when it logs."""
     t = cfg.train
     for group in state.optimizer.param_groups:
         group["lr"] = t.lr * lr_multiplier(step, progress, warmup=t.warmup_steps)
@@ -289,10 +292,10 @@ def train_step(cfg: PretrainConfig, state: TrainState, captions: list[str], imag
         loss = flow_matching_loss(state.adapter, latents, cond, t_B, state.generator)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, t.max_grad_norm))
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.params, t.max_grad_norm)
     state.optimizer.step()
     state.ema.update()
-    return float(loss.detach()), grad_norm
+    return loss.detach(), grad_norm.detach()
 
 
 def train(cfg: PretrainConfig, pipeline, stream: SceneStream, heldout: tuple[str, ...], sink: MetricsSink, tick,
@@ -326,12 +329,15 @@ def train(cfg: PretrainConfig, pipeline, stream: SceneStream, heldout: tuple[str
         loss, grad_norm = train_step(cfg, state, captions, images, step, progress)
         window.append(loss)
         step += 1
+        logging_step = step % t.log_every == 0 or step == 1
+        if logging_step:  # the one host-device sync of a logged step: the GPU runs ahead between logs
+            window_loss, norm = float(torch.stack(window).mean()), float(grad_norm)
         train_seconds += time.perf_counter() - step_start
-        tick(f"pretrain: step {step}/{t.steps}, loss {loss:.4f}")
-        if step % t.log_every == 0 or step == 1:
+        tick(f"pretrain: step {step}/{t.steps}" + (f", loss {losses[-1]:.4f}" if losses else ""))
+        if logging_step:
             now = time.perf_counter()
-            losses.append(sum(window) / len(window))
-            sink.emit({"iteration": step, "loss": losses[-1], "grad_norm": grad_norm, "train_seconds": train_seconds,
+            losses.append(window_loss)
+            sink.emit({"iteration": step, "loss": losses[-1], "grad_norm": norm, "train_seconds": train_seconds,
                        "lr": state.optimizer.param_groups[0]["lr"], "steps_per_second": len(window) / (now - last)})
             window, last = [], now
         if e.every and step % e.every == 0 and step < t.steps:

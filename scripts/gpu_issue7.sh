@@ -4,8 +4,11 @@
 #   bash .whl/install-on-gpu.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_issue7.sh STEP...
 # STEP:
 #   tests     tests/gpu/test_rl_compile_gpu.py (sampler.compile vs eager)
-#   pretrain  solrl pretrain with configs/compositional/pretrain.yaml into $RUNS/pretrain
-#             (PRETRAIN_SECONDS overrides train.max_seconds; PRETRAIN_RESUME=1 continues the run with --resume)
+#   pretrain  solrl pretrain with configs/compositional/pretrain.yaml into $PRETRAIN_DIR (default $RUNS/pretrain;
+#             PRETRAIN_SECONDS overrides train.max_seconds, PRETRAIN_EXTRA adds --set overrides, PRETRAIN_RESUME=1
+#             continues the run with --resume). The other steps train on $RUNS/pretrain/model.
+#   profile-pretrain  scripts/profile_pretrain.py: ms per pretraining step for PROFILE_VARIANTS (compile modes,
+#             batch sizes), graph breaks and the top operators, into $OUT/profile_pretrain.md
 #   probe     3 iterations of every method on the pretrained model: seconds per iteration, to size budgets
 #   compare   the timed runs: JOBS="method:seed ..." (method = a file of configs/compositional/), each with
 #             the preset's budget_seconds (BUDGET overrides it) into $RUNS/compare/<method>_s<seed>
@@ -33,10 +36,16 @@ for step in "$@"; do
     tests) SOLRL_GPU_RESULTS="$OUT" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rl_compile_gpu.py \
              > "$OUT/gpu_tests_rl_compile.log" 2>&1; log "tests rc=$?" ;;
     pretrain)
-      timeout ${PRETRAIN_TIMEOUT:-1150} $SOLRL pretrain -c ${PRETRAIN_CONFIG:-configs/compositional/pretrain.yaml} -o "$RUNS/pretrain" \
-        ${PRETRAIN_SECONDS:+--set train.max_seconds=$PRETRAIN_SECONDS} ${PRETRAIN_RESUME:+--resume} > "$OUT/pretrain.log" 2>&1
-      log "pretrain rc=$?"
-      du -sh "$BASE" >> "$OUT/steps_$TAG.txt" 2>&1 ;;
+      pdir=${PRETRAIN_DIR:-$RUNS/pretrain}
+      timeout ${PRETRAIN_TIMEOUT:-1150} $SOLRL pretrain -c ${PRETRAIN_CONFIG:-configs/compositional/pretrain.yaml} -o "$pdir" \
+        ${PRETRAIN_SECONDS:+--set train.max_seconds=$PRETRAIN_SECONDS} ${PRETRAIN_EXTRA:-} ${PRETRAIN_RESUME:+--resume} \
+        > "$OUT/pretrain_$(basename "$pdir").log" 2>&1
+      log "pretrain $pdir rc=$? $(python3 -c "import json; s=json.load(open('$pdir/summary.json')); print('steps', s['steps'], 'heldout', round(s['heldout_score_mean'], 4), round(s['heldout_overall'], 4))" 2>/dev/null)"
+      du -sh "$pdir/model" >> "$OUT/steps_$TAG.txt" 2>&1 ;;
+    profile-pretrain)
+      timeout ${PROFILE_TIMEOUT:-420} python3 scripts/profile_pretrain.py --out "$OUT" \
+        ${PROFILE_VARIANTS:+--variants "$PROFILE_VARIANTS"} > "$OUT/profile_pretrain.log" 2>&1
+      log "profile-pretrain rc=$? $(grep -E '^\| (base|train|model)' "$OUT/profile_pretrain.md" 2>/dev/null | tr '\n' ' ')" ;;
     probe)
       for m in ${PROBE_METHODS:-diffusionnft naive_scaling naive_quant solrl_fp8 solrl_nvfp4 flow_grpo}; do
         rm -rf "$RUNS/probe/$m"

@@ -51,7 +51,7 @@ def test_compiled_pretraining_matches_eager(gpu_record):
         set_latent_scaling(pipeline.vae, stream.images(0, 256))
         state = start_training(cfg, pipeline)
         batches = [stream.batch(i, cfg.train.batch_size) for i in range(30)]
-        losses[compiled] = [train_step(cfg, state, *batches[i], i, 0.0)[0] for i in range(5)]
+        losses[compiled] = [float(train_step(cfg, state, *batches[i], i, 0.0)[0]) for i in range(5)]
         torch.cuda.synchronize()
         start = time.perf_counter()
         for i in range(5, 30):
