@@ -12,6 +12,7 @@ It runs on a CPU too (slowly; compilation is GPU-only there), which is how it is
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -93,8 +94,9 @@ def main() -> None:
                                         trace=index == 0))
         except Exception as err:  # one failing variant (e.g. out of memory) must not lose the others
             rows.append({"variant": variant, "error": f"{type(err).__name__}: {err}"[:300]})
-        print(rows[-1] if "table" not in rows[-1] else {k: v for k, v in rows[-1].items() if k != "table"},
-              flush=True)
+        shown = {k: v for k, v in rows[-1].items() if k != "table"}
+        sys.stdout.write(f"{shown}\n")
+        sys.stdout.flush()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     lines = [f"# Pretraining step profile ({name}, torch {torch.__version__})", "",
              f"`python3 scripts/profile_pretrain.py --variants \"{args.variants}\" --warmup {args.warmup} "
@@ -113,7 +115,7 @@ def main() -> None:
         lines += ["", f"## Top operators, first variant ({min(5, args.steps)} steps)", "", "```", tables[0], "```"]
     text = "\n".join(lines) + "\n"
     (args.out / "profile_pretrain.md").write_text(text)
-    print(text)
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":
