@@ -27,15 +27,17 @@ from workers.precision import apply_precision, load_weights
 from workers.sampling import flow_sigmas, initial_noise, sample
 
 # Base weights per source transformer, shared by every copy made from it (a FLUX-size model has 24 GB of linear
-# weights: one clone per copy would not fit three copies and a learner on one GPU).
+# weights: a clone per copy would not fit the copies and a learner on one GPU).
 _BASE_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
 def shared_base_weights(transformer: nn.Module) -> dict[str, torch.Tensor]:
-    """A clone of ``transformer``'s linear weights, made once and shared by every copy of it. LoRA deltas merge
-    into these (W = W_base + s * B @ A); the learner trains LoRA on its own copy, so the base never changes."""
+    """``transformer``'s linear weights (detached views, no copy), which LoRA deltas merge into
+    (W = W_base + s * B @ A). The adapter's transformer is the frozen base: the learner and every sampling copy
+    work on deep copies of it and nothing writes to it (a test checks this through a training step and a sync),
+    so its own weights serve as the base without a second set in memory."""
     if transformer not in _BASE_WEIGHTS:
-        _BASE_WEIGHTS[transformer] = {name: m.weight.detach().clone() for name, m in transformer.named_modules()
+        _BASE_WEIGHTS[transformer] = {name: m.weight.detach() for name, m in transformer.named_modules()
                                       if isinstance(m, nn.Linear)}
     return _BASE_WEIGHTS[transformer]
 
@@ -127,7 +129,7 @@ class PolicyCopy:
         self.precision = precision
         self.batch_size = batch_size
         self.transformer: nn.Module = copy.deepcopy(adapter.transformer).requires_grad_(False).eval()
-        # Base weights of every linear, kept to merge LoRA deltas into; one clone for all copies of this adapter.
+        # Base weights of every linear to merge LoRA deltas into: the adapter's own, shared by all its copies.
         self._base_weights = shared_base_weights(adapter.transformer)
         self.report = apply_precision(self.transformer, precision, adapter.family, min_dim=min_dim)
         self.version = 0

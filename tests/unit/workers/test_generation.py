@@ -75,13 +75,26 @@ def test_stale_version_is_refused_and_sync_changes_policy(adapter):
     assert not torch.equal(before.latents_BCHW, after.latents_BCHW)
 
 
-def test_copies_of_one_adapter_share_one_set_of_base_weights(adapter):
+def test_copies_share_the_adapters_own_base_weights_which_training_leaves_alone(adapter):
+    from workers.learner import Learner, LearnerSettings, TrainBatch
+
     a = PolicyCopy(adapter, "bf16", batch_size=4)
     b = PolicyCopy(adapter, "fp8", batch_size=4, min_dim=0)
     assert a._base_weights is b._base_weights
     name, weight = next(iter(a._base_weights.items()))
-    source = dict(adapter.transformer.named_modules())[name].weight
-    assert torch.equal(weight, source) and weight.data_ptr() != source.data_ptr()  # a clone, not the live weight
+    assert weight.data_ptr() == dict(adapter.transformer.named_modules())[name].weight.data_ptr()  # no copy
+    before = {k: v.clone() for k, v in adapter.transformer.state_dict().items()}
+    learner = Learner(adapter, LearnerSettings(lora_rank=4, lora_alpha=8.0, lr=1e-2), seed=0)
+    cond, seeds = _candidates(adapter, 2)
+    gen = a.generate(cond, seeds, SETTINGS, version=0, decode=False)
+    learner.train_step(TrainBatch(cond, gen.latents_BCHW, torch.linspace(-1, 1, len(seeds)), gen.sigmas), 0)
+    weights = learner.policy_weights()
+    a.set_policy(weights)
+    b.set_policy(weights)
+    target = next(iter(weights.lora))
+    assert not torch.equal(a.transformer.state_dict()[f"{target}.weight"], before[f"{target}.weight"])  # trained
+    for key, value in adapter.transformer.state_dict().items():
+        assert torch.equal(value, before[key]), key  # the base is untouched
 
 
 def test_batch_size_override_matches_a_copy_of_that_batch_size(adapter):
