@@ -8,7 +8,7 @@
 #      an A/B of step speed against learning per second, on the GPU that would otherwise idle)
 #   1b PICK=a|b: lane 0 resumes the better base to 950 s of training (PICK=b moves runs/pretrain_b to
 #      runs/pretrain first);  lane 1: issue 6's FLUX iteration, then the pretraining profile
-#   2  both lanes: the comparison, seed 0 of all six presets
+#   2  both lanes: the comparison, seed 0 of all six presets (BUDGET, default 90 s each: three runs fit a lane)
 #   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8 and nvfp4
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
@@ -38,10 +38,12 @@ case "${1:?CALL: 1, 1b, 2 or 3}" in
      lane 1 profile bash scripts/gpu_issue7.sh profile-pretrain) &
     wait ;;
   2)
+    export BUDGET=${BUDGET:-90}  # 3 runs a lane: compile warm-up (off the budget) + 90 s + evaluations fit 560 s
     JOBS="diffusionnft:0 solrl_fp8:0 flow_grpo:0" lane 0 lane0 bash scripts/gpu_issue7.sh compare &
     JOBS="naive_scaling:0 solrl_nvfp4:0 naive_quant:0" lane 1 lane1 bash scripts/gpu_issue7.sh compare &
     wait ;;
   3)
+    export BUDGET=${BUDGET:-90}
     (JOBS="diffusionnft:1 solrl_fp8:1" lane 0 lane0 bash scripts/gpu_issue7.sh compare
      AUDIT_METHODS=solrl_fp8 lane 0 lane0 bash scripts/gpu_issue7.sh audit) &
     (JOBS="naive_scaling:1 solrl_nvfp4:1" lane 1 lane1 bash scripts/gpu_issue7.sh compare
