@@ -258,6 +258,9 @@ class TrainJobConfig(_Strict):
     """A complete RL job: ``method`` picks Sol-RL or one of the paper's baselines."""
 
     method: Method = Field("solrl", description="solrl, diffusionnft, naive_scaling, naive_quant or flow_grpo.")
+    name: str | None = Field(
+        None, description="Label of the run in reports (`solrl report convergence`); default: the method, with the "
+        "stage-1 precision for solrl (solrl_fp8). Name variants that would otherwise share a label.")
     seed: int = Field(42, ge=0, description="Run seed: every candidate's noise derives from it.")
     iterations: int = Field(10, ge=0, description="Training iterations.")
     budget_seconds: float | None = Field(

@@ -13,6 +13,9 @@
 #   compare   the timed runs: JOBS="method:seed ..." (method = a file of configs/compositional/), each with
 #             the preset's budget_seconds (BUDGET overrides it) into $RUNS/compare/<method>_s<seed>
 #   audit     fidelity-audit runs (every iteration samples all N in BF16 too): AUDIT_METHODS x AUDIT_ITERS
+#   audit-identity  the audit with a proxy identical to BF16 except for its batch size (solrl_fp8 with no layer
+#             quantized and stage 2's 16 steps; named identity_bf16): the fidelity ceiling of this model and
+#             evaluator, i.e. how much of the proxies' low Spearman is kernel-level noise, not precision or steps
 #   pack      metrics, summaries, configs and sample grids of every run (no weights) into $OUT/issue7_<tag>.tgz
 # EXTRA adds overrides to every train command (e.g. "--set model.device=cpu ..." for a CPU dry run).
 # Set CUDA_VISIBLE_DEVICES to put a lane of jobs on one GPU; run two lanes side by side on a 2-GPU host.
@@ -74,6 +77,13 @@ for step in "$@"; do
           --set eval.fidelity_audit_every=1 --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_$m.log" 2>&1
         log "audit $m rc=$?"
       done ;;
+    audit-identity)
+      rm -rf "$RUNS/audit/identity_bf16"
+      timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/solrl_fp8.yaml -o "$RUNS/audit/identity_bf16" \
+        --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 --set name=identity_bf16 \
+        --set rollout.min_dim=1000000000 --set rollout.num_steps=16 --set eval.fidelity_audit_every=1 \
+        --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_identity.log" 2>&1
+      log "audit-identity rc=$?" ;;
     export-base)  # the base in bf16 (half the bytes), tar split into 15 MiB parts: brought back as a fallback
       python3 - "$BASE" "$RUNS/base_bf16" <<'PY'
 import shutil, sys

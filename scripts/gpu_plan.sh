@@ -9,7 +9,7 @@
 #   1b PICK=a|b: lane 0 resumes the better base to 950 s of training (PICK=b moves runs/pretrain_b to
 #      runs/pretrain first);  lane 1: issue 6's FLUX iteration, then the pretraining profile
 #   2  both lanes: the comparison, seed 0 of all six presets (BUDGET, default 90 s each: three runs fit a lane)
-#   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8 and nvfp4
+#   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8, nvfp4 and of an identity proxy
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
 R=${OUT:?run through the device tool, which sets OUT}
@@ -44,8 +44,9 @@ case "${1:?CALL: 1, 1b, 2 or 3}" in
     wait ;;
   3)
     export BUDGET=${BUDGET:-90}
+    export AUDIT_ITERS=${AUDIT_ITERS:-6}
     (JOBS="diffusionnft:1 solrl_fp8:1" lane 0 lane0 bash scripts/gpu_issue7.sh compare
-     AUDIT_METHODS=solrl_fp8 lane 0 lane0 bash scripts/gpu_issue7.sh audit) &
+     AUDIT_METHODS=solrl_fp8 lane 0 lane0 bash scripts/gpu_issue7.sh audit audit-identity) &
     (JOBS="naive_scaling:1 solrl_nvfp4:1" lane 1 lane1 bash scripts/gpu_issue7.sh compare
      AUDIT_METHODS=solrl_nvfp4 lane 1 lane1 bash scripts/gpu_issue7.sh audit) &
     wait ;;

@@ -55,7 +55,9 @@ def read_json(path: Path) -> dict:
 
 
 def run_label(config: dict, fallback: str = "unknown") -> str:
-    """``solrl_<stage-1 precision>`` for Sol-RL, else the method name."""
+    """The config's ``name``; else ``solrl_<stage-1 precision>`` for Sol-RL, else the method name."""
+    if config.get("name"):
+        return str(config["name"])
     method = str(config.get("method") or fallback)
     precision = (config.get("rollout") or {}).get("precision")
     return f"solrl_{precision}" if method == "solrl" and precision else method

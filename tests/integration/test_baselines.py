@@ -122,3 +122,20 @@ def test_fidelity_audit_ranks_selection_among_all_candidates(tiny_root):
     # Best half: 2 of 16; a perfect proxy gives rank 1.5 and 15.5, a random one 8.5 for both.
     assert 1.5 <= m["audit_best_half_bf16_rank"] < m["audit_worst_half_bf16_rank"] <= 15.5
     assert 0.0 <= m["audit_topk_overlap"] <= 1.0 and -1.0 <= m["audit_spearman"] <= 1.0
+
+
+def test_a_proxy_identical_to_bf16_gives_perfect_fidelity(tiny_root):
+    """Stage 1 with nothing quantized and the regeneration's steps samples exactly what stage 2 regenerates: every
+    fidelity measure must then read perfect. Catches a seed or prompt misalignment between the two stages."""
+    cfg = load_config(CONFIGS / "quickstart.yaml", [*SMALL, "rollout.num_candidates=16", "regen.num_selected=4",
+                                                   "rollout.precision=fp8", "rollout.min_dim=1000000",
+                                                   "rollout.num_steps=10", "rollout.batch_size=32", "eval.fidelity_audit_every=1"])
+    loop, roles = _loop(cfg)
+    assert not roles.stage1.report.swapped  # min_dim above every layer: the "fp8" copy is plain BF16
+    m = loop.run_iteration(0)
+    assert m["reward_mean"] == pytest.approx(m["proxy_reward_selected_mean"], abs=1e-6)
+    assert m["audit_topk_overlap"] == 1.0 and m["audit_bottomk_overlap"] == 1.0
+    assert m["audit_best_half_bf16_rank"] == 1.5 and m["audit_worst_half_bf16_rank"] == 15.5
+    assert m["fidelity_half_overlap"] == 1.0
+    for key in ("audit_spearman", "fidelity_spearman"):
+        assert m[key] != m[key] or m[key] == pytest.approx(1.0), key  # NaN only where every reward ties

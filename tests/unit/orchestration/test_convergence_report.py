@@ -100,6 +100,7 @@ def test_labels_seeds_and_order(session: Path):
     assert [r.seed for r in stats["solrl_fp8"].runs] == [0, 1]
     assert cv.run_label({"method": "solrl", "rollout": {"precision": "nvfp4"}}) == "solrl_nvfp4"
     assert cv.run_label({"method": "naive_quant", "rollout": {"precision": "fp8"}}) == "naive_quant"
+    assert cv.run_label({"method": "solrl", "name": "identity_bf16", "rollout": {"precision": "fp8"}}) == "identity_bf16"
     assert cv.load_session(session).gpu == "2× NVIDIA H200"
 
 
