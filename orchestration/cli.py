@@ -189,24 +189,39 @@ def bench_iteration_cmd(
     repeats: Annotated[int, typer.Option()] = 2,
     arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value.")] = None,
     small_reward: Annotated[bool, typer.Option("--small-reward", help="Shrunk reward stack (CPU smoke runs).")] = False,
+    schemes: Annotated[str, typer.Option(help="Comma-separated schemes to time: solrl, naive_scaling, diffusionnft "
+                                         "(a 12B model's iteration fits a device call with two).")] =
+        "solrl,naive_scaling,diffusionnft",
     out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/bench/iteration"),
 ) -> None:
     """Seconds per phase of one Sol-RL iteration against naive BF16 K-of-N and K-of-K."""
     from orchestration.bench.iteration import bench_iteration, rows_to_dicts, rows_to_markdown
     from orchestration.bench.report import write_report
 
+    def report(rows) -> str:  # after every scheme: a run cut short keeps what it finished
+        table = rows_to_markdown(rows)
+        write_report(out, f"One RL iteration: {arch} at {resolution} px, {num_selected} of {num_candidates}", table,
+                     rows_to_dicts(rows), {"precision": precision, "explore_steps": explore_steps,
+                                           "train_steps": train_steps, "micro_batch": micro_batch,
+                                           "compile_learner": compile_learner, "arch_overrides": _overrides(arch_set)})
+        return table
+
     rows = bench_iteration(arch, resolution=resolution, num_candidates=num_candidates, num_selected=num_selected,
                            explore_steps=explore_steps, train_steps=train_steps, precision=precision,
                            sample_batch=sample_batch, lora_rank=lora_rank, micro_batch=micro_batch,
                            compile_learner=compile_learner, device=device,
                            compile_copies=compile_copies, repeats=repeats, overrides=_overrides(arch_set),
-                           small_reward=small_reward)
-    table = rows_to_markdown(rows)
-    write_report(out, f"One RL iteration: {arch} at {resolution} px, {num_selected} of {num_candidates}", table,
-                 rows_to_dicts(rows), {"precision": precision, "explore_steps": explore_steps,
-                                       "train_steps": train_steps, "micro_batch": micro_batch,
-                                       "compile_learner": compile_learner, "arch_overrides": _overrides(arch_set)})
-    typer.echo(table)
+                           schemes=_schemes(schemes), small_reward=small_reward, on_row=report)
+    typer.echo(report(rows))
+
+
+def _schemes(text: str) -> tuple[str, ...]:
+    valid = ("solrl", "naive_scaling", "diffusionnft")
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in valid]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"--schemes: unknown {unknown or 'empty list'}; choose from {', '.join(valid)}")
+    return chosen
 
 
 @bench_app.command("sync")

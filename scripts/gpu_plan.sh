@@ -7,7 +7,7 @@
 #   1  lane 0: pretraining A, the preset (450 s);  lane 1: pretraining B, the preset with PRETRAIN_B_EXTRA (450 s:
 #      an A/B of step speed against learning per second, on the GPU that would otherwise idle)
 #   1b PICK=a|b: lane 0 resumes the better base to 950 s of training (PICK=b moves runs/pretrain_b to
-#      runs/pretrain first);  lane 1: issue 6's FLUX iteration, then the pretraining profile
+#      runs/pretrain first);  lane 1: issue 6's FLUX iteration (Sol-RL against naive BF16 24-of-96)
 #   2  both lanes: the comparison, seed 0 of all six presets (BUDGET, default 90 s each: three runs fit a lane)
 #   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8, nvfp4 and of an identity proxy
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
@@ -34,8 +34,10 @@ case "${1:?CALL: 1, 1b, 2 or 3}" in
       rm -rf runs/pretrain && mv runs/pretrain_b runs/pretrain && extra=$B_EXTRA
     fi
     PRETRAIN_EXTRA="$extra" PRETRAIN_RESUME=1 PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-950} lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
-    (ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-330} MICRO_BATCH=2 ITER_REPEATS=1 COMPILE_LEARNER=1 lane 1 flux bash scripts/gpu_issue6.sh iteration-flux
-     lane 1 profile bash scripts/gpu_issue7.sh profile-pretrain) &
+    # FLUX's iteration: ~41 s of learner per scheme-iteration at 12B (estimated), so two schemes (the targets'
+    # comparison) and the whole lane; scripts/gpu_issue7.sh profile-pretrain runs where a lane has time left.
+    ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 COMPILE_LEARNER=1 SCHEMES=solrl,naive_scaling \
+      lane 1 flux bash scripts/gpu_issue6.sh iteration-flux &
     wait ;;
   2)
     export BUDGET=${BUDGET:-90}  # 3 runs a lane: compile warm-up (off the budget) + 90 s + evaluations fit 560 s

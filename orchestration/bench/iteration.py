@@ -17,6 +17,7 @@ are meaningless (candidates are selected by them all the same).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -89,7 +90,10 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
                     micro_batch: int = 8, compile_learner: bool = False,
                     compile_copies: bool = True, repeats: int = 2, overrides: dict | None = None,
                     schemes: tuple[str, ...] = ("solrl", "naive_scaling", "diffusionnft"),
-                    small_reward: bool = False) -> list[IterationRow]:
+                    small_reward: bool = False,
+                    on_row: Callable[[list[IterationRow]], None] | None = None) -> list[IterationRow]:
+    """Time each scheme (a warm-up iteration, then ``repeats``); ``on_row`` gets the rows so far after each scheme,
+    so a run cut short by a time limit still leaves the schemes it finished."""
     dev = torch.device(device)
     base = build_transformer(arch, device=dev, dtype=torch.bfloat16, overrides=overrides)
     adapter: ModelAdapter = build_adapter(arch, base, resolution)
@@ -171,6 +175,8 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
                 totals[key] = totals.get(key, 0.0) + value / repeats
             iteration += 1
         rows.append(IterationRow(scheme, totals))
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 

@@ -48,3 +48,16 @@ def test_bench_iteration_phases(tmp_path):
                                             "reward_selected", "learner_step", "weight_refresh"}
     assert all(v > 0 for r in rows.values() for v in r["phases"].values())
     assert "Sol-RL vs naive_scaling" in out.with_suffix(".md").read_text()
+
+
+def test_bench_iteration_schemes_option(tmp_path):
+    out = tmp_path / "iteration2"
+    args = ["bench", "iteration", *TOY, "--resolution", "64", "--candidates", "8", "--selected", "4",
+            "--explore-steps", "2", "--train-steps", "2", "--sample-batch", "4", "--lora-rank", "2", "--no-compile",
+            "--small-reward", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--schemes", "solrl,naive_scaling"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["scheme"] for r in rows] == ["solrl", "naive_scaling"]
+    bad = CliRunner().invoke(app, [*args, "--schemes", "solrl,grpo"])
+    assert bad.exit_code != 0 and "unknown ['grpo']" in bad.output
