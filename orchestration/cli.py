@@ -273,6 +273,45 @@ def report_convergence_cmd(
     console.print(f"Wrote {out}")
 
 
+base_app = typer.Typer(no_args_is_help=True, help="Pack a pretrained base model into a compact 8-bit archive "
+                       "(committable, small enough to travel to a GPU machine) and unpack it.")
+app.add_typer(base_app, name="base")
+
+
+@base_app.command("pack")
+def base_pack_cmd(
+    model: Annotated[Path, typer.Option(help="A diffusers model directory (e.g. runs/pretrain/model).")],
+    out: Annotated[Path, typer.Option(help="Archive folder to create.")],
+) -> None:
+    """int8 rows for the large matrices of the transformer and text encoders, float32 for the rest."""
+    from orchestration.base_archive import pack
+
+    try:
+        manifest = pack(model, out)
+    except (FileNotFoundError, FileExistsError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    console.print(f"Wrote {out}: {size / 1e6:.1f} MB ({manifest['quantized_elements']:,} weights in int8, "
+                  f"{manifest['float32_elements']:,} in float32). Unpack with: solrl base unpack --archive {out} --out DIR")
+
+
+@base_app.command("unpack")
+def base_unpack_cmd(
+    archive: Annotated[Path, typer.Option(help="An archive folder written by solrl base pack.")],
+    out: Annotated[Path, typer.Option(help="Diffusers model directory to create (the base for model.path).")],
+) -> None:
+    """The float32 diffusers directory of an archive: the benchmark's base, identical on every machine."""
+    from orchestration.base_archive import unpack
+
+    try:
+        unpack(archive, out)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"Wrote {out}; train on it with --set model.path={out}")
+
+
 aux_app = typer.Typer(no_args_is_help=True, help="Auxiliary diffusion methods (job kinds aux.<method>).")
 app.add_typer(aux_app, name="aux")
 

@@ -16,6 +16,9 @@
 #   audit-identity  the audit with a proxy identical to BF16 except for its batch size (solrl_fp8 with no layer
 #             quantized and stage 2's 16 steps; named identity_bf16): the fidelity ceiling of this model and
 #             evaluator, i.e. how much of the proxies' low Spearman is kernel-level noise, not precision or steps
+#   archive-base  solrl base pack of the pretrained model (8-bit, ~20 MB: small enough to commit and carry), unpacked
+#             into $RUNS/base, which every later step trains on; the archive comes back in $OUT in 15 MiB parts
+#   use-archive   unpack a committed archive (ARCHIVE=assets/compositional_base) into $RUNS/base: no pretraining
 #   pack      metrics, summaries, configs and sample grids of every run (no weights) into $OUT/issue7_<tag>.tgz
 # EXTRA adds overrides to every train command (e.g. "--set model.device=cpu ..." for a CPU dry run).
 # Set CUDA_VISIBLE_DEVICES to put a lane of jobs on one GPU; run two lanes side by side on a 2-GPU host.
@@ -29,12 +32,16 @@ OUT=${OUT:-/tmp/out}
 RUNS=${RUNS:-runs}
 TAG=${TAG:-lane}
 SOLRL="python3 -m orchestration.cli"
-BASE="$RUNS/pretrain/model"
+# The base every run trains on (chosen again before each step, as a step can create it): BASE if set, else the
+# unpacked 8-bit archive where one exists (identical on every machine and session), else the pretraining's output.
+BASE_SET=${BASE:-}
+choose_base() { BASE=$BASE_SET; [ -n "$BASE" ] || { BASE="$RUNS/base"; [ -d "$BASE" ] || BASE="$RUNS/pretrain/model"; }; }
 mkdir -p "$OUT" "$RUNS/compare" "$RUNS/audit" "$RUNS/probe"
 log() { echo "[$TAG $(date +%H:%M:%S)] $*" | tee -a "$OUT/steps_$TAG.txt"; }
 
 for step in "$@"; do
   start=$(date +%s)
+  choose_base
   case "$step" in
     tests) SOLRL_GPU_RESULTS="$OUT" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rl_compile_gpu.py \
              > "$OUT/gpu_tests_rl_compile.log" 2>&1; log "tests rc=$?" ;;
@@ -84,6 +91,17 @@ for step in "$@"; do
         --set rollout.min_dim=1000000000 --set rollout.num_steps=16 --set eval.fidelity_audit_every=1 \
         --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_identity.log" 2>&1
       log "audit-identity rc=$?" ;;
+    archive-base)  # pack the pretrained base (8-bit, ~20 MB), unpack it as THE base, and bring the archive back
+      rm -rf "$RUNS/base_archive" "$RUNS/base"
+      $SOLRL base pack --model "$RUNS/pretrain/model" --out "$RUNS/base_archive" > "$OUT/archive_base.log" 2>&1 &&
+        $SOLRL base unpack --archive "$RUNS/base_archive" --out "$RUNS/base" >> "$OUT/archive_base.log" 2>&1
+      rc=$?
+      tar -C "$RUNS" -cf - base_archive | split -b 15M - "$OUT/base_archive.tar.part_"
+      log "archive-base rc=$rc: $(du -sh "$RUNS/base_archive" | cut -f1), $(ls "$OUT"/base_archive.tar.part_* | wc -l) parts; runs now train on $RUNS/base" ;;
+    use-archive)  # a committed archive (ARCHIVE, default assets/compositional_base) becomes the base: no pretraining
+      rm -rf "$RUNS/base"
+      $SOLRL base unpack --archive "${ARCHIVE:-assets/compositional_base}" --out "$RUNS/base" > "$OUT/use_archive.log" 2>&1
+      log "use-archive rc=$?" ;;
     export-base)  # the base in bf16 (half the bytes), tar split into 15 MiB parts: brought back as a fallback
       python3 - "$BASE" "$RUNS/base_bf16" <<'PY'
 import shutil, sys
@@ -101,7 +119,7 @@ PY
       log "export-base $(ls "$OUT"/base_bf16.tar.part_* | wc -l) parts" ;;
     pack)  # parts below the device tool's 16 MiB per file; reassemble with: cat issue7_TAG.tgz.part_* | tar xz
       (cd "$RUNS" && find . \( -name metrics.jsonl -o -name summary.json -o -name config.yaml -o -name '*.png' \
-         -o -name '*.txt' -o -name solrl_model.json \) -not -path '*/checkpoints/*' -not -path './base_bf16/*' \
+         -o -name '*.txt' -o -name solrl_model.json \) -not -path '*/checkpoints/*' -not -path './base_bf16/*' -not -path './base/*' -not -path './base_archive/*' \
          -print0 | tar --null -czf - -T - | split -b 15M - "$OUT/issue7_$TAG.tgz.part_")
       log "packed $(cat "$OUT"/issue7_$TAG.tgz.part_* | wc -c) bytes in $(ls "$OUT"/issue7_$TAG.tgz.part_* | wc -l) parts" ;;
     *) echo "unknown step $step" >&2 ;;

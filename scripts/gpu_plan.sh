@@ -7,7 +7,8 @@
 #   1  lane 0: pretraining A, the preset (450 s);  lane 1: pretraining B, the preset with PRETRAIN_B_EXTRA (450 s:
 #      an A/B of step speed against learning per second, on the GPU that would otherwise idle)
 #   1b PICK=a|b: lane 0 resumes the better base to 950 s of training (PICK=b moves runs/pretrain_b to
-#      runs/pretrain first);  lane 1: issue 6's FLUX iteration (Sol-RL against naive BF16 24-of-96)
+#      runs/pretrain first), then archives it (8-bit, ~20 MB: commit it as assets/compositional_base);
+#      lane 1: issue 6's FLUX iteration (Sol-RL against naive BF16 24-of-96)
 #   2  both lanes: the comparison, seed 0 of all six presets (BUDGET, default 60 s each: three runs fit a lane)
 #   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8, nvfp4 and of an identity proxy
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
@@ -21,6 +22,11 @@ lane() {  # lane GPU TAG STEP... (env for gpu_issue7.sh / gpu_issue6.sh set by t
   local gpu=$1 tag=$2; shift 2
   (export CUDA_VISIBLE_DEVICES=$gpu OUT=$W/$tag TAG=$tag; mkdir -p "$W/$tag"; timeout $((limit - SECONDS)) "$@")
 }
+# A session after the base was archived and committed (assets/compositional_base) starts at call 2 or 3: the
+# archive unpacks into the identical base in seconds (no pretraining).
+if [ ! -d runs/base ] && [ -d assets/compositional_base ] && [ "${1:-}" != 1 ] && [ "${1:-}" != 1b ]; then
+  OUT=$W/setup TAG=setup bash scripts/gpu_issue7.sh use-archive
+fi
 case "${1:?CALL: 1, 1b, 2 or 3}" in
   1)
     PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-450} lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
@@ -33,7 +39,10 @@ case "${1:?CALL: 1, 1b, 2 or 3}" in
     if [ "${PICK:?PICK=a or PICK=b: the base to keep}" = b ]; then  # B goes on with its own settings
       rm -rf runs/pretrain && mv runs/pretrain_b runs/pretrain && extra=$B_EXTRA
     fi
-    PRETRAIN_EXTRA="$extra" PRETRAIN_RESUME=1 PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-950} lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
+    # then pack the base into its 8-bit archive (~20 MB, brought back to be committed) and make its unpacked form the
+    # base of every later run, so a later session's seeds train on the identical model without pretraining again
+    PRETRAIN_EXTRA="$extra" PRETRAIN_RESUME=1 PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-950} \
+      lane 0 pretrain bash scripts/gpu_issue7.sh pretrain archive-base &
     # FLUX's iteration: ~41 s of learner per scheme-iteration at 12B (estimated), so two schemes (the targets'
     # comparison) and the whole lane; scripts/gpu_issue7.sh profile-pretrain runs where a lane has time left.
     ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 COMPILE_LEARNER=1 SCHEMES=solrl,naive_scaling \
