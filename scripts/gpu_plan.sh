@@ -16,6 +16,7 @@ set -u
 R=${OUT:?run through the device tool, which sets OUT}
 W=/tmp/plan_work
 mkdir -p "$W"
+nvidia-smi -L > "$W/gpus.txt" 2>&1  # the report's gpus.txt (in logs_callN.tgz)
 limit=${LIMIT:-560}  # seconds for the lanes; packing follows
 B_EXTRA=${PRETRAIN_B_EXTRA:---set train.batch_size=256 --set train.lr=0.0004}  # pretraining B's overrides
 lane() {  # lane GPU TAG STEP... (env for gpu_issue7.sh / gpu_issue6.sh set by the caller)
