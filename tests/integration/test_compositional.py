@@ -225,3 +225,20 @@ def test_base_archive_round_trip(pretrained, tmp_path):
     assert result.exit_code == 2 and "checksum" in result.output
     result = runner.invoke(app, ["base", "pack", "--model", str(out / "model"), "--out", str(archive)])
     assert result.exit_code == 2 and "exists" in result.output
+
+
+def test_profile_pretrain_script_tables_each_variant(tmp_path):
+    """scripts/profile_pretrain.py (the GPU session's step profile) on the CPU: one row per variant, a failing
+    variant reported in its row instead of ending the run, the operator table of the first."""
+    out = tmp_path / "profile"
+    tiny = "model.num_layers=1 model.head_dim=16 model.text_hidden=32 model.text_layers=1 train.batch_size=4"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_pretrain.py"), "--out", str(out),
+                           "--device", "cpu", "--warmup", "1", "--steps", "2",
+                           "--variants", f"{tiny}|{tiny} train.batch_size=8|train.compile_mode=bogus"],
+                          cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (out / "profile_pretrain.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| model.") or line.startswith("| train.")]
+    assert len(rows) == 3 and "| 4 |" in rows[0] and "| 8 |" in rows[1]
+    assert "failed: ConfigError" in rows[2] and "train.compile_mode" in rows[2]
+    assert "## Top operators" in text and "aten::" in text
