@@ -67,5 +67,6 @@ case "${1:?CALL: 1, 1b, 2 or 3}" in
   *) echo "unknown call $1" >&2; exit 2 ;;
 esac
 OUT=$R TAG="call$1" bash scripts/gpu_issue7.sh pack
+mv "$W"/*/base_archive.tar.part_* "$R"/ 2>/dev/null  # the archive comes back as its own files, not in the logs
 tar czf "$R/logs_call$1.tgz" -C "$W" .
 cat "$W"/*/steps*.txt 2>/dev/null
