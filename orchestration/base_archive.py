@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -47,6 +48,19 @@ def _packable(folder: str, tensor: torch.Tensor) -> bool:
         and tensor.numel() >= MIN_ELEMENTS
 
 
+def _mirror(src_dir: Path, dst_dir: Path, skip: str | None = None) -> Iterator[tuple[Path, Path, Path]]:
+    """Copy every file of ``src_dir`` into ``dst_dir`` except safetensors files, which it yields as (source,
+    relative path, destination) for the caller to convert."""
+    for src in sorted(p for p in src_dir.rglob("*") if p.is_file() and p.name != skip):
+        rel = src.relative_to(src_dir)
+        dst = dst_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".safetensors":
+            yield src, rel, dst
+        else:
+            shutil.copy2(src, dst)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -59,13 +73,7 @@ def pack(model_dir: Path, out_dir: Path) -> dict:
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists; remove it or choose another --out")
     files, quantized, kept = {}, 0, 0
-    for src in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        rel = src.relative_to(model_dir)
-        dst = out_dir / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix != ".safetensors":
-            shutil.copy2(src, dst)
-            continue
+    for src, rel, dst in _mirror(model_dir, out_dir):
         folder = rel.parts[0] if len(rel.parts) > 1 else ""
         packed: dict[str, torch.Tensor] = {}
         for name, tensor in load_file(src).items():
@@ -94,13 +102,7 @@ def unpack(archive_dir: Path, out_dir: Path) -> Path:
         raise ValueError(f"{manifest_file}: format {manifest.get('format')!r}, this version reads {FORMAT!r}")
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists; remove it or choose another --out")
-    for src in sorted(p for p in archive_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
-        rel = src.relative_to(archive_dir)
-        dst = out_dir / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix != ".safetensors":
-            shutil.copy2(src, dst)
-            continue
+    for src, rel, dst in _mirror(archive_dir, out_dir, skip=MANIFEST):
         expected = manifest["safetensors_sha256"].get(str(rel))
         if expected != _sha256(src):
             raise ValueError(f"{src} does not match the archive's checksum: the archive is damaged or edited")
