@@ -216,7 +216,8 @@ def bench_iteration_cmd(
 
 
 def _schemes(text: str) -> tuple[str, ...]:
-    valid = ("solrl", "naive_scaling", "diffusionnft")
+    from orchestration.bench.iteration import SCHEMES as valid
+
     chosen = tuple(s.strip() for s in text.split(",") if s.strip())
     unknown = [s for s in chosen if s not in valid]
     if unknown or not chosen:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import functools
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,20 +25,14 @@ from workers.models.lora import merged_weights
 from workers.precision import apply_precision, load_weights
 from workers.sampling import flow_sigmas, initial_noise, sample
 
-# Base weights per source transformer, shared by every copy made from it (a FLUX-size model has 24 GB of linear
-# weights: a clone per copy would not fit the copies and a learner on one GPU).
-_BASE_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
-
 
 def shared_base_weights(transformer: nn.Module) -> dict[str, torch.Tensor]:
-    """``transformer``'s linear weights (detached views, no copy), which LoRA deltas merge into
+    """``transformer``'s linear weights as detached views (no copy), which LoRA deltas merge into
     (W = W_base + s * B @ A). The adapter's transformer is the frozen base: the learner and every sampling copy
     work on deep copies of it and nothing writes to it (a test checks this through a training step and a sync),
-    so its own weights serve as the base without a second set in memory."""
-    if transformer not in _BASE_WEIGHTS:
-        _BASE_WEIGHTS[transformer] = {name: m.weight.detach() for name, m in transformer.named_modules()
-                                      if isinstance(m, nn.Linear)}
-    return _BASE_WEIGHTS[transformer]
+    so every copy merges into the same tensors and no second set of weights is held (a FLUX-size model has
+    24 GB of them)."""
+    return {name: m.weight.detach() for name, m in transformer.named_modules() if isinstance(m, nn.Linear)}
 
 
 class StalePolicyError(RuntimeError):

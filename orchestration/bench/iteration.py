@@ -79,6 +79,9 @@ class RewardStack(nn.Module):
         return torch.cat(scores)
 
 
+SCHEMES = ("solrl", "naive_scaling", "diffusionnft")  # Sol-RL, naive BF16 K-of-N, K-of-K
+
+
 def _extremes(scores: torch.Tensor, k: int) -> list[int]:
     """Indices of the k/2 best and k/2 worst candidates (Sol-RL's selection)."""
     order = torch.argsort(scores, descending=True).tolist()
@@ -89,7 +92,7 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
                     train_steps: int, precision: str, sample_batch: int, lora_rank: int, device: str,
                     micro_batch: int = 8, compile_learner: bool = False,
                     compile_copies: bool = True, repeats: int = 2, overrides: dict | None = None,
-                    schemes: tuple[str, ...] = ("solrl", "naive_scaling", "diffusionnft"),
+                    schemes: tuple[str, ...] = SCHEMES,
                     small_reward: bool = False,
                     on_row: Callable[[list[IterationRow]], None] | None = None) -> list[IterationRow]:
     """Time each scheme (a warm-up iteration, then ``repeats``); ``on_row`` gets the rows so far after each scheme,

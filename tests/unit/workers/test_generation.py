@@ -80,9 +80,10 @@ def test_copies_share_the_adapters_own_base_weights_which_training_leaves_alone(
 
     a = PolicyCopy(adapter, "bf16", batch_size=4)
     b = PolicyCopy(adapter, "fp8", batch_size=4, min_dim=0)
-    assert a._base_weights is b._base_weights
-    name, weight = next(iter(a._base_weights.items()))
-    assert weight.data_ptr() == dict(adapter.transformer.named_modules())[name].weight.data_ptr()  # no copy
+    modules = dict(adapter.transformer.named_modules())
+    assert a._base_weights.keys() == b._base_weights.keys() and a._base_weights
+    for name, weight in a._base_weights.items():  # no copy: both merge into the adapter's own storage
+        assert weight.data_ptr() == b._base_weights[name].data_ptr() == modules[name].weight.data_ptr()
     before = {k: v.clone() for k, v in adapter.transformer.state_dict().items()}
     learner = Learner(adapter, LearnerSettings(lora_rank=4, lora_alpha=8.0, lr=1e-2), seed=0)
     cond, seeds = _candidates(adapter, 2)
