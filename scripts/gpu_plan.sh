@@ -27,7 +27,7 @@ lane() {  # lane GPU TAG STEP... (env for gpu_issue7.sh / gpu_issue6.sh set by t
 }
 # A session after the base was archived and committed (assets/compositional_base) starts at call 2 or 3: the
 # archive unpacks into the identical base in seconds (no pretraining).
-if [ ! -d runs/base ] && [ -d assets/compositional_base ] && [ "${1:-}" != 1 ] && [ "${1:-}" != 1b ]; then
+if [ ! -d runs/base ] && [ -d assets/compositional_base ] && [ "${1:-}" != 1 ] && [ "${1:-}" != 1b ] && [ "${1:-}" != x4a ]; then
   OUT=$W/setup TAG=setup bash scripts/gpu_issue7.sh use-archive
 fi
 case "${1:?CALL: 1, 1b, 2 or 3}" in
@@ -65,6 +65,47 @@ case "${1:?CALL: 1, 1b, 2 or 3}" in
      AUDIT_METHODS=solrl_fp8 lane 0 lane0 bash scripts/gpu_issue7.sh audit audit-identity) &
     (JOBS="naive_scaling:1 solrl_nvfp4:1" lane 1 lane1 bash scripts/gpu_issue7.sh compare
      AUDIT_METHODS=solrl_nvfp4 lane 1 lane1 bash scripts/gpu_issue7.sh audit) &
+    wait ;;
+  x4a)
+    # Four GPUs (nvidia-h200-x4): three pretraining configurations side by side for one call, the best held-out
+    # score becomes THE base (archived in the same call), and issue 6's FLUX iteration on the fourth GPU.
+    P=${PRETRAIN_SECONDS:-470}
+    PRETRAIN_SECONDS=$P lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
+    PRETRAIN_SECONDS=$P PRETRAIN_DIR=runs/pretrain_b PRETRAIN_EXTRA="$B_EXTRA" \
+      lane 1 pretrain_b bash scripts/gpu_issue7.sh pretrain &
+    PRETRAIN_SECONDS=$P PRETRAIN_DIR=runs/pretrain_c PRETRAIN_EXTRA="${PRETRAIN_C_EXTRA:---set train.batch_size=1024 --set train.lr=0.00085}" \
+      lane 3 pretrain_c bash scripts/gpu_issue7.sh pretrain &
+    if [ "$(nvidia-smi -i 2 --query-gpu=memory.total --format=csv,noheader,nounits)" -gt 120000 ]; then
+      ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 COMPILE_LEARNER=1 SCHEMES=solrl,naive_scaling \
+        lane 2 flux bash scripts/gpu_issue6.sh iteration-flux &
+    else  # FLUX's ~107 GB of weights need an H200
+      echo "GPU 2 has under 120 GB: no FLUX iteration" > "$W/flux_skipped.txt"
+      lane 2 profile bash scripts/gpu_issue7.sh profile-pretrain &
+    fi
+    wait
+    pick=$(python3 - <<'PY'
+import json, os
+def score(d):
+    f = d + "/summary.json"
+    return json.load(open(f))["heldout_score_mean"] if os.path.exists(f) else -1.0
+print(max(("runs/pretrain", "runs/pretrain_b", "runs/pretrain_c"), key=score))
+PY
+)
+    echo "picked base: $pick" | tee "$W/pick.txt"
+    if [ "$pick" != runs/pretrain ]; then mv runs/pretrain runs/pretrain_a && mv "$pick" runs/pretrain; fi
+    OUT=$W/pretrain TAG=pretrain bash scripts/gpu_issue7.sh archive-base ;;
+  x4b|x4c)
+    # The comparison on four GPUs, two runs a lane at BUDGET (default 110 s after the first iteration's compile).
+    export BUDGET=${BUDGET:-110} AUDIT_ITERS=${AUDIT_ITERS:-6}
+    s=0; [ "$1" = x4c ] && s=1
+    JOBS="solrl_nvfp4:$s naive_quant:$s" lane 0 lane0 bash scripts/gpu_issue7.sh compare &
+    JOBS="naive_scaling:$s solrl_fp8:$s" lane 1 lane1 bash scripts/gpu_issue7.sh compare &
+    JOBS="diffusionnft:$s flow_grpo:$s" lane 2 lane2 bash scripts/gpu_issue7.sh compare &
+    if [ "$1" = x4b ]; then
+      AUDIT_METHODS="solrl_fp8 solrl_nvfp4" lane 3 lane3 bash scripts/gpu_issue7.sh audit audit-identity &
+    else
+      JOBS="diffusionnft:2 solrl_fp8:2" lane 3 lane3 bash scripts/gpu_issue7.sh compare &
+    fi
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;
 esac
