@@ -195,6 +195,7 @@ def bench_iteration_cmd(
     out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/bench/iteration"),
 ) -> None:
     """Seconds per phase of one Sol-RL iteration against naive BF16 K-of-N and K-of-K."""
+    _setup_logging(True)  # each phase is logged as it ends: a 12B model's first iteration compiles for minutes
     from orchestration.bench.iteration import bench_iteration, rows_to_dicts, rows_to_markdown
     from orchestration.bench.report import write_report
 

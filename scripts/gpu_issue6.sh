@@ -29,9 +29,9 @@ for step in "$@"; do
     iteration-sd35m|iteration-flux)
       arch=sd35_medium; [ "$step" = iteration-flux ] && arch=flux1_dev
       timeout ${ITER_TIMEOUT:-300} $SOLRL bench iteration --arch $arch --resolution 512 --candidates 96 \
-             --selected 24 --explore-steps 6 --train-steps 10 --precision fp8 --sample-batch ${SAMPLE_BATCH:-48} --micro-batch ${MICRO_BATCH:-8} --repeats ${ITER_REPEATS:-2} ${COMPILE_LEARNER:+--compile-learner} \
+             --selected 24 --explore-steps 6 --train-steps 10 --precision fp8 --sample-batch ${SAMPLE_BATCH:-48} --micro-batch ${MICRO_BATCH:-8} --repeats ${ITER_REPEATS:-2} ${COMPILE_LEARNER:+--compile-learner} ${EAGER_COPIES:+--no-compile} \
              ${SCHEMES:+--schemes $SCHEMES} \
-             --out "$OUT/${step/-/_}" > "$OUT/${step/-/_}.log" 2>&1 ;;
+             --out "$OUT/${step/-/_}${SCHEMES:+_${SCHEMES//,/_}}" > "$OUT/${step/-/_}${SCHEMES:+_${SCHEMES//,/_}}.log" 2>&1 ;;
     *) echo "unknown step $step" >&2 ;;
   esac
   echo "step $step: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"

@@ -16,6 +16,9 @@
 #   audit-identity  the audit with a proxy identical to BF16 except for its batch size (solrl_fp8 with no layer
 #             quantized and stage 2's 16 steps; named identity_bf16): the fidelity ceiling of this model and
 #             evaluator, i.e. how much of the proxies' low Spearman is kernel-level noise, not precision or steps
+#   audit-bf16-proxy  the audit with a BF16 proxy at stage 1's own step count (solrl_fp8 with no layer quantized;
+#             named bf16_proxy): with audit-identity it splits the proxies' low Spearman into what the 8-of-16 steps
+#             cost and what the precision costs
 #   archive-base  solrl base pack of the pretrained model (8-bit, ~20 MB: small enough to commit and carry), unpacked
 #             into $RUNS/base, which every later step trains on; the archive comes back in $OUT in 15 MiB parts
 #   use-archive   unpack a committed archive (ARCHIVE=assets/compositional_base) into $RUNS/base: no pretraining
@@ -91,6 +94,13 @@ for step in "$@"; do
         --set rollout.min_dim=1000000000 --set rollout.num_steps=16 --set eval.fidelity_audit_every=1 \
         --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_identity.log" 2>&1
       log "audit-identity rc=$?" ;;
+    audit-bf16-proxy)
+      rm -rf "$RUNS/audit/bf16_proxy"
+      timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/solrl_fp8.yaml -o "$RUNS/audit/bf16_proxy" \
+        --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 --set name=bf16_proxy \
+        --set rollout.min_dim=1000000000 --set eval.fidelity_audit_every=1 \
+        --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_bf16_proxy.log" 2>&1
+      log "audit-bf16-proxy rc=$?" ;;
     archive-base)  # pack the pretrained base (8-bit, ~20 MB), unpack it as THE base, and bring the archive back
       rm -rf "$RUNS/base_archive" "$RUNS/base"
       $SOLRL base pack --model "$RUNS/pretrain/model" --out "$RUNS/base_archive" > "$OUT/archive_base.log" 2>&1 &&

@@ -11,6 +11,8 @@
 #      lane 1: issue 6's FLUX iteration (Sol-RL against naive BF16 24-of-96)
 #   2  both lanes: the comparison, seed 0 of all six presets (BUDGET, default 60 s each: three runs fit a lane)
 #   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8, nvfp4 and of an identity proxy
+#   x4a, x4b, x4c  session 5's calls on four GPUs (three pretraining configurations and FLUX; two seeds; a third)
+#   s6a, s6b, s6c  the next session's calls on four GPUs with pinned lanes (see the case below)
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
 R=${OUT:?run through the device tool, which sets OUT}
@@ -21,9 +23,19 @@ limit=${LIMIT:-560}  # seconds for the lanes; packing follows
 # Pretraining B's overrides. A step is 1.36 TFLOP at batch 128 (~3 ms of H200 GEMM time) but took 87 ms: overhead-
 # bound, so 4x the batch should cost little time per step (lr scaled by sqrt(4)).
 B_EXTRA=${PRETRAIN_B_EXTRA:---set train.batch_size=512 --set train.lr=0.0006}
+# Each lane gets its own slice of the host's cores. Session 5 ran four unpinned lanes on one host: a run's learner
+# took 4-8 s an iteration while the others ran and 1.0 s once they had finished (CPU oversubscription: every
+# process sized its thread pools for the whole host), so wall-clock comparisons need the lanes kept apart.
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true); [ "${ngpu:-0}" -ge 1 ] || ngpu=1
+per_lane=$(( $(nproc) / ngpu )); [ "$per_lane" -ge 1 ] || per_lane=1
 lane() {  # lane GPU TAG STEP... (env for gpu_issue7.sh / gpu_issue6.sh set by the caller)
   local gpu=$1 tag=$2; shift 2
-  (export CUDA_VISIBLE_DEVICES=$gpu OUT=$W/$tag TAG=$tag; mkdir -p "$W/$tag"; timeout $((limit - SECONDS)) "$@")
+  local cores="$((gpu * per_lane))-$((gpu * per_lane + per_lane - 1))" pin=()
+  if command -v taskset > /dev/null && [ $(( (gpu + 1) * per_lane )) -le "$(nproc)" ]; then pin=(taskset -c "$cores"); fi
+  (export CUDA_VISIBLE_DEVICES=$gpu OUT=$W/$tag TAG=$tag OMP_NUM_THREADS=$per_lane MKL_NUM_THREADS=$per_lane \
+     TORCHINDUCTOR_COMPILE_THREADS=$per_lane
+   mkdir -p "$W/$tag"; echo "lane $tag: GPU $gpu, cores $cores (${pin[*]:-no taskset})" >> "$W/lanes.txt"
+   timeout $((limit - SECONDS)) "${pin[@]}" "$@")
 }
 # A session after the base was archived and committed (assets/compositional_base) starts at call 2 or 3: the
 # archive unpacks into the identical base in seconds (no pretraining).
@@ -106,6 +118,25 @@ PY
     else
       JOBS="diffusionnft:2 solrl_fp8:2" lane 3 lane3 bash scripts/gpu_issue7.sh compare &
     fi
+    wait ;;
+  s6a|s6b|s6c)
+    # Session 6 on four GPUs, lanes pinned to their own cores (see lane()), from the committed base archive:
+    #   s6a: issue 6's FLUX iteration, one scheme a GPU (eager: session 5's compiled run spent its 540 s before
+    #        finishing an iteration), and seed 0 of the four key methods;
+    #   s6b: the rest of seed 0 and seed 1 of all six;  s6c: seed 2 of the four key methods and the audits.
+    export BUDGET=${BUDGET:-110} AUDIT_ITERS=${AUDIT_ITERS:-6}
+    flux() { ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 EAGER_COPIES=1 SCHEMES=$2 \
+               lane "$1" "flux_$2" bash scripts/gpu_issue6.sh iteration-flux; }
+    cmp() { JOBS="$2" lane "$1" "lane$1" bash scripts/gpu_issue7.sh compare; }
+    case "$1" in
+      s6a) flux 0 solrl & flux 1 naive_scaling &
+           cmp 2 "solrl_fp8:0 naive_scaling:0" & cmp 3 "diffusionnft:0 solrl_nvfp4:0" & ;;
+      s6b) cmp 0 "naive_quant:0 flow_grpo:0" & cmp 1 "solrl_fp8:1 naive_scaling:1" &
+           cmp 2 "diffusionnft:1 solrl_nvfp4:1" & cmp 3 "naive_quant:1 flow_grpo:1" & ;;
+      s6c) cmp 0 "solrl_fp8:2 naive_scaling:2" & cmp 1 "diffusionnft:2 solrl_nvfp4:2" &
+           AUDIT_METHODS="solrl_fp8 solrl_nvfp4" lane 2 lane2 bash scripts/gpu_issue7.sh audit &
+           lane 3 lane3 bash scripts/gpu_issue7.sh audit-identity audit-bf16-proxy & ;;
+    esac
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;
 esac

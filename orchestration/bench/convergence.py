@@ -257,7 +257,7 @@ class MethodStats:
     first: list[float]
     final: list[float]
     strict: list[float]
-    curves: dict[str, Curve | None]  # seed-mean curve per clock: "seconds" and "steady" (warm-up excluded)
+    curves: dict[str, Curve | None]  # seed-mean curve per clock: "seconds", "steady" (warm-up excluded), "iteration"
 
     @property
     def curve(self) -> Curve | None:
@@ -268,7 +268,7 @@ class MethodStats:
         return mean_of(self.final)
 
 
-CLOCKS = ("seconds", "steady")
+CLOCKS = ("seconds", "steady", "iteration")
 
 
 def method_stats(label: str, runs: list[Run]) -> MethodStats:
@@ -350,6 +350,49 @@ def comparison_table(stats: dict[str, MethodStats], cmps: dict[str, Comparison],
                      f"{pm(s.first)} → {pm(s.final)}", pm(s.strict), *cells,
                      fmt(gap, "+.1f") + (" %" if gap is not None else "")])
     return table(header, rows)
+
+
+def common_iteration(stats: dict[str, MethodStats]) -> float | None:
+    """The last iteration every run has an evaluation at or beyond: where all methods can be compared."""
+    lasts = [x[-1] for s in stats.values() for run in s.runs if len(x := run.series(partial_score, "iteration")[0])]
+    return float(min(lasts)) if lasts else None
+
+
+def scores_at(runs: Sequence[Run], iteration: float) -> list[float]:
+    """Each run's held-out partial score at ``iteration`` (linear between its evaluations)."""
+    out = []
+    for run in runs:
+        x, y = run.series(partial_score, "iteration")
+        if len(x) and x[-1] >= iteration:
+            out.append(float(np.interp(iteration, x, y)))
+    return out
+
+
+def iteration_table(stats: dict[str, MethodStats], cmp: Comparison, baseline: str, reference: str,
+                    iteration: float | None) -> str | None:
+    if iteration is None:
+        return None
+    ref = mean_of(scores_at(stats[reference].runs, iteration)) if reference in stats else None
+    header = ["method", "seeds", f"iterations to {baseline} final", f"speedup vs {baseline}, in iterations",
+              f"held-out partial at iteration {iteration:g}", f"gap to {reference} at iteration {iteration:g}"]
+    rows = []
+    for label, s in stats.items():
+        reach, speedup = cmp.reach.get(label), cmp.speedup(label)
+        at = scores_at(s.runs, iteration)
+        gap = 100.0 * (np.mean(at) - ref) / ref if at and ref else None
+        rows.append([label, seeds_cell(s.runs),
+                     "not reached" if reach is None and cmp.target is not None else fmt(reach, ".1f"),
+                     fmt(speedup, ".2f") + ("×" if speedup is not None else ""), pm(at),
+                     fmt(gap, "+.1f") + (" %" if gap is not None else "")])
+    return table(header, rows)
+
+
+def iteration_caption(cmp: Comparison, baseline: str, reference: str) -> str:
+    return (f"The same runs on the iteration clock, which concurrent runs on one host cannot distort: iterations at "
+            f"which the seed-mean curve first reaches {baseline}'s final partial score {fmt(cmp.target)} "
+            f"({baseline}'s own: {fmt(cmp.baseline_seconds, '.1f')}), and every method's score at the last iteration "
+            f"all runs evaluated (linear between evaluations), against {reference}'s there. Wall-clock follows "
+            f"from these and an uncontended seconds-per-iteration measurement.")
 
 
 def comparison_caption(cmps: dict[str, Comparison], baseline: str, reference: str) -> str:
@@ -547,6 +590,8 @@ def build_markdown(sessions: Sequence[Session], out: Path, plots: Path, baseline
                       base_table(sessions)),
              *section("Held-out score against training time", comparison_caption(cmps, baseline, reference),
                       comparison),
+             *section("Held-out score against iterations", iteration_caption(cmps["iteration"], baseline, reference),
+                      iteration_table(stats, cmps["iteration"], baseline, reference, common_iteration(stats))),
              *section("Per category, partial score (final evaluation)", "Final held-out partial score per "
                       "GenEval category, mean ± std over seeds.", category_table(stats, strict=False)),
              *section("Per category, GenEval strict (final evaluation)", "Final held-out all-or-nothing "

@@ -17,6 +17,8 @@ are meaningless (candidates are selected by them all the same).
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -29,6 +31,8 @@ from orchestration.bench.timing import seconds_once
 from workers.generation import PolicyCopy, PolicyWeights, SamplingSettings
 from workers.learner import Learner, LearnerSettings, TrainBatch
 from workers.models.base import Conditioning, ModelAdapter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,7 +102,9 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
     """Time each scheme (a warm-up iteration, then ``repeats``); ``on_row`` gets the rows so far after each scheme,
     so a run cut short by a time limit still leaves the schemes it finished."""
     dev = torch.device(device)
+    start = time.perf_counter()
     base = build_transformer(arch, device=dev, dtype=torch.bfloat16, overrides=overrides)
+    log.info("built %s in %.0f s", arch, time.perf_counter() - start)
     adapter: ModelAdapter = build_adapter(arch, base, resolution)
     cond_all = random_conditioning(arch, 1, device="cpu", dtype=torch.bfloat16)
     cond_n: Conditioning = cond_all.index([0] * num_candidates)
@@ -114,6 +120,7 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
         for copy_ in (lowp, bf16):
             # In place: set_policy's state-dict keys are unchanged. Static shapes: one graph per batch size.
             copy_.transformer.compile(dynamic=False)
+    log.info("learner and sampling copies ready at %.0f s", time.perf_counter() - start)
     explore = SamplingSettings(num_steps=explore_steps, solver="dpm2")
     train = SamplingSettings(num_steps=train_steps, solver="dpm2")
 
@@ -136,33 +143,40 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
             refresh(stale)
         seeds = list(range(iteration * 10_000, iteration * 10_000 + num_candidates))
         phases: dict[str, float] = {}
+
+        def phase(name: str, fn: Callable[[], object]) -> object:
+            # logged as it ends: a 12B iteration's phases take minutes (compilation), and a run cut short by a
+            # time limit should still say how far it got
+            phases[name], out = seconds_once(fn, dev)
+            log.info("%s iteration %d: %s %.2f s (%.0f s since start)", scheme, iteration, name, phases[name],
+                     time.perf_counter() - start)
+            return out
+
         if scheme == "solrl":
-            phases["stage1_lowp_sample"], g1 = seconds_once(
-                lambda: lowp.generate(cond_n, seeds, explore, version=version, decode=False), dev)
-            phases["reward_candidates"], s1 = seconds_once(lambda: reward_of(g1.latents_BCHW), dev)
+            g1 = phase("stage1_lowp_sample", lambda: lowp.generate(cond_n, seeds, explore, version=version,
+                                                                   decode=False))
+            s1 = phase("reward_candidates", lambda: reward_of(g1.latents_BCHW))
             chosen = _extremes(s1.cpu(), num_selected)
-            phases["stage2_bf16_regen"], g2 = seconds_once(lambda: bf16.generate(
+            g2 = phase("stage2_bf16_regen", lambda: bf16.generate(
                 cond_n.index(chosen), [seeds[i] for i in chosen], train, version=version, decode=False,
-                batch_size=k_batch), dev)
-            phases["reward_selected"], s2 = seconds_once(lambda: reward_of(g2.latents_BCHW), dev)
-            phases["learner_step"], _ = seconds_once(lambda: learn(g2.latents_BCHW, s2.cpu(), g2.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = seconds_once(lambda: refresh([lowp, bf16]), dev)
+                batch_size=k_batch))
+            s2 = phase("reward_selected", lambda: reward_of(g2.latents_BCHW))
+            phase("learner_step", lambda: learn(g2.latents_BCHW, s2.cpu(), g2.sigmas, iteration))
+            phase("weight_refresh", lambda: refresh([lowp, bf16]))
         elif scheme == "naive_scaling":
-            phases["sample_bf16_all"], g = seconds_once(
-                lambda: bf16.generate(cond_n, seeds, train, version=version, decode=False), dev)
-            phases["reward_candidates"], s = seconds_once(lambda: reward_of(g.latents_BCHW), dev)
+            g = phase("sample_bf16_all", lambda: bf16.generate(cond_n, seeds, train, version=version, decode=False))
+            s = phase("reward_candidates", lambda: reward_of(g.latents_BCHW))
             chosen = _extremes(s.cpu(), num_selected)
-            phases["learner_step"], _ = seconds_once(
-                lambda: learn(g.latents_BCHW[chosen], s.cpu()[chosen], g.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16]), dev)
+            phase("learner_step", lambda: learn(g.latents_BCHW[chosen], s.cpu()[chosen], g.sigmas, iteration))
+            phase("weight_refresh", lambda: refresh([bf16]))
         elif scheme == "diffusionnft":
             k_seeds = seeds[:num_selected]
-            phases["sample_bf16_k"], g = seconds_once(lambda: bf16.generate(
+            g = phase("sample_bf16_k", lambda: bf16.generate(
                 cond_n.index(list(range(num_selected))), k_seeds, train, version=version, decode=False,
-                batch_size=k_batch), dev)
-            phases["reward_candidates"], s = seconds_once(lambda: reward_of(g.latents_BCHW), dev)
-            phases["learner_step"], _ = seconds_once(lambda: learn(g.latents_BCHW, s.cpu(), g.sigmas, iteration), dev)
-            phases["weight_refresh"], _ = seconds_once(lambda: refresh([bf16]), dev)
+                batch_size=k_batch))
+            s = phase("reward_candidates", lambda: reward_of(g.latents_BCHW))
+            phase("learner_step", lambda: learn(g.latents_BCHW, s.cpu(), g.sigmas, iteration))
+            phase("weight_refresh", lambda: refresh([bf16]))
         else:
             raise ValueError(f"unknown scheme {scheme!r}")
         return phases

@@ -200,10 +200,11 @@ _pool: ProcessPoolExecutor | None = None
 
 def evaluator_workers() -> int:
     """Processes for the per-image detection: ``SOLRL_EVALUATOR_WORKERS`` if set, else half the cores up to 8
-    on machines with more than 4 (GPU hosts), else 0 (in-process, e.g. CI's 2 cores)."""
+    on machines with more than 4 (GPU hosts), else 0 (in-process, e.g. CI's 2 cores). Cores = those this process
+    may run on (a run pinned to a slice of a shared host sizes its pool to the slice)."""
     if "SOLRL_EVALUATOR_WORKERS" in os.environ:
         return max(0, int(os.environ["SOLRL_EVALUATOR_WORKERS"]))
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(8, cores // 2) if cores > 4 else 0
 
 
