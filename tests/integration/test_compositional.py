@@ -242,3 +242,22 @@ def test_profile_pretrain_script_tables_each_variant(tmp_path):
     assert len(rows) == 3 and "| 4 |" in rows[0] and "| 8 |" in rows[1]
     assert "failed: ConfigError" in rows[2] and "train.compile_mode" in rows[2]
     assert "## Top operators" in text and "aten::" in text
+
+
+def test_committed_base_matches_the_preset_and_samples(tmp_path):
+    """assets/compositional_base (the GPU-trained base every comparison run starts from) unpacks with its checksums,
+    has the full preset's architecture, and samples finite images on the CPU."""
+    from orchestration.pretrain import load_for_sampling
+    from workers.compositional.model import generate_images
+
+    archive = ROOT / "assets" / "compositional_base"
+    if not archive.is_dir():
+        pytest.skip("assets/compositional_base is absent (a checkout without the committed base)")
+    result = CliRunner().invoke(app, ["base", "unpack", "--archive", str(archive), "--out", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "base" / "solrl_model.json").read_text())["spec"]
+    preset = load_pretrain_config(CONFIGS / "pretrain.yaml").model.model_dump()
+    assert {k: preset[k] for k in spec} == spec
+    adapter, _, _ = load_for_sampling(tmp_path / "base", device="cpu")
+    images = generate_images(adapter, ["a red circle", "two blue squares"], [1, 2], num_steps=3)
+    assert images.shape[-2:] == (64, 64) and bool(torch.isfinite(images).all())
