@@ -226,6 +226,44 @@ def _schemes(text: str) -> tuple[str, ...]:
     return chosen
 
 
+@bench_app.command("fidelity")
+def bench_fidelity_cmd(
+    config: ConfigOpt,
+    overrides: SetOpt = None,
+    proxies: Annotated[str | None, typer.Option(help="Comma-separated precision:steps[:batch] settings to rank with "
+                                                "(default: the config's proxy, BF16 at its steps, its precision at "
+                                                "stage 2's steps, and the reference at half the batch: the ceiling).")
+                       ] = None,
+    reference: Annotated[str | None, typer.Option(help="precision:steps of the ranking to match (default: BF16 at "
+                                                  "regen.num_steps).")] = None,
+    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Training prompts, N candidates each.")] = 4,
+    out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/fidelity/fidelity"),
+) -> None:
+    """Which part of a proxy's ranking error is precision and which is step count, on the config's model."""
+    _setup_logging(True)
+    from orchestration.bench.fidelity import bench_fidelity, default_settings, parse_setting, rows_to_markdown
+    from orchestration.bench.report import write_report
+
+    cfg = _load(config, overrides)
+    try:
+        ref, chosen = default_settings(cfg)
+        ref = parse_setting(reference, "--reference") if reference else ref
+        chosen = [parse_setting(p) for p in proxies.split(",") if p.strip()] if proxies else chosen
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    n, k = cfg.rollout.num_candidates, cfg.regen.num_selected
+
+    def report(rows) -> str:  # after every setting: a run cut short keeps what it finished
+        table = rows_to_markdown(rows, ref, n, k)
+        write_report(out, f"Selection fidelity by precision and steps: {cfg.model.path}", table,
+                     [r.as_dict() for r in rows], {"reference": ref.label, "prompts": prompts, "candidates": n,
+                                                    "selected": k, "seed": cfg.seed})
+        return table
+
+    rows = bench_fidelity(cfg, ref, chosen, num_prompts=prompts, on_row=report)
+    typer.echo(report(rows))
+
+
 @bench_app.command("sync")
 def bench_sync_cmd(
     arch: Annotated[str, typer.Option()] = "sd35_medium",

@@ -61,3 +61,24 @@ def test_bench_iteration_schemes_option(tmp_path):
     assert [r["scheme"] for r in rows] == ["solrl", "naive_scaling"]
     bad = CliRunner().invoke(app, [*args, "--schemes", "solrl,grpo"])
     assert bad.exit_code != 0 and "unknown ['grpo']" in bad.output
+
+
+def test_bench_fidelity_decomposes_the_proxy(tmp_path, tiny_paths):
+    """`solrl bench fidelity` on the quickstart config shrunk: a proxy identical to the reference ranks exactly like
+    it (so seeds and prompts line up), a few-step NVFP4 proxy gets a row of its own, and a bad setting is refused
+    with the option named."""
+    out = tmp_path / "fidelity"
+    shrink = ["--set", "rollout.num_candidates=8", "--set", "regen.num_selected=4", "--set", "rollout.batch_size=8",
+              "--set", "model.device=cpu"]
+    args = ["bench", "fidelity", "-c", "configs/quickstart.yaml", *shrink, "--prompts", "2", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--proxies", "bf16:10,nvfp4:3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["reference"] == "bf16, 10 steps" and data["candidates"] == 8
+    same, nvfp4 = data["rows"]
+    assert same["spearman"] == 1.0 and same["topk_overlap"] == 1.0 and same["best_half_mean_true_rank"] == 1.5
+    assert nvfp4["setting"] == "nvfp4, 3 steps" and -1.0 <= nvfp4["spearman"] <= 1.0
+    assert nvfp4["reward_mean"] != same["reward_mean"]
+    assert "| nvfp4, 3 steps |" in out.with_suffix(".md").read_text()
+    bad = CliRunner().invoke(app, [*args, "--proxies", "fp16:8"])
+    assert bad.exit_code != 0 and "--proxies" in bad.output and "fp8:8" in bad.output
