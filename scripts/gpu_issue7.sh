@@ -19,6 +19,8 @@
 #   audit-bf16-proxy  the audit with a BF16 proxy at stage 1's own step count (solrl_fp8 with no layer quantized;
 #             named bf16_proxy): with audit-identity it splits the proxies' low Spearman into what the 8-of-16 steps
 #             cost and what the precision costs
+#   fidelity-bench  solrl bench fidelity for the fp8 and nvfp4 presets on the base (eager sampling, FIDELITY_PROMPTS
+#             prompts x 96 candidates): each proxy's ranking against BF16's split into precision and step count
 #   archive-base  solrl base pack of the pretrained model (8-bit, ~20 MB: small enough to commit and carry), unpacked
 #             into $RUNS/base, which every later step trains on; the archive comes back in $OUT in 15 MiB parts
 #   use-archive   unpack a committed archive (ARCHIVE=assets/compositional_base) into $RUNS/base: no pretraining
@@ -101,6 +103,13 @@ for step in "$@"; do
         --set rollout.min_dim=1000000000 --set eval.fidelity_audit_every=1 \
         --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_bf16_proxy.log" 2>&1
       log "audit-bf16-proxy rc=$?" ;;
+    fidelity-bench)
+      for m in solrl_fp8 solrl_nvfp4; do
+        timeout ${RUN_TIMEOUT:-580} $SOLRL bench fidelity -c configs/compositional/$m.yaml --set model.path=$BASE \
+          --set sampler.compile=false --prompts ${FIDELITY_PROMPTS:-16} --out "$OUT/fidelity_$m" \
+          > "$OUT/fidelity_$m.log" 2>&1
+        log "fidelity-bench $m rc=$?"
+      done ;;
     archive-base)  # pack the pretrained base (8-bit, ~20 MB), unpack it as THE base, and bring the archive back
       rm -rf "$RUNS/base_archive" "$RUNS/base"
       $SOLRL base pack --model "$RUNS/pretrain/model" --out "$RUNS/base_archive" > "$OUT/archive_base.log" 2>&1 &&

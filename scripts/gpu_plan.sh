@@ -135,7 +135,7 @@ PY
            cmp 2 "diffusionnft:1 solrl_nvfp4:1" & cmp 3 "naive_quant:1 flow_grpo:1" & ;;
       s6c) cmp 0 "solrl_fp8:2 naive_scaling:2" & cmp 1 "diffusionnft:2 solrl_nvfp4:2" &
            AUDIT_METHODS="solrl_fp8 solrl_nvfp4" lane 2 lane2 bash scripts/gpu_issue7.sh audit &
-           lane 3 lane3 bash scripts/gpu_issue7.sh audit-identity audit-bf16-proxy & ;;
+           lane 3 lane3 bash scripts/gpu_issue7.sh fidelity-bench audit-identity audit-bf16-proxy & ;;
     esac
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;
