@@ -233,15 +233,17 @@ class Learner:
             order_BT[i] = torch.randperm(len(grid), generator=gen)[:num_t]
             eps_BT[i] = torch.randn((num_t, *x0_all.shape[1:]), generator=gen)
         slices = self._micro_batches(num_samples)
-        sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "r_mean": 0.0, "nonfinite": 0.0}
+        # moved once, not per micro-batch and timestep: the loop below should only queue GPU work
+        eps_BT, t_BT, cond_all = eps_BT.to(device), grid[order_BT].to(device), batch.cond.to(device)
+        sums = _MetricSums(("loss", "policy_loss", "kl", "r_mean", "nonfinite"), device)
         for j in range(num_t):
             for sl in slices:
                 x0 = x0_all[sl]
-                t_B = grid[order_BT[sl, j]].to(device)
-                eps = eps_BT[sl, j].to(device)
+                t_B = t_BT[sl, j]
+                eps = eps_BT[sl, j]
                 t_b = t_B.view(-1, *([1] * (x0.ndim - 1)))
                 x_t = (1 - t_b) * x0 + t_b * eps
-                cond = batch.cond.index(list(range(sl.start, sl.stop))).to(device)
+                cond = cond_all.index(list(range(sl.start, sl.stop)))
                 with torch.no_grad():
                     v_old = self._velocity("old", x_t, t_B, cond)
                     v_ref = self._velocity("ref", x_t, t_B, cond)
@@ -252,10 +254,8 @@ class Learner:
                 )
                 weight = (sl.stop - sl.start) / global_samples / num_t
                 (out.loss * weight).backward()
-                for key in sums:
-                    sums[key] += float(getattr(out, key).detach()) * weight
-        sums["train_timesteps"] = float(num_t)
-        return sums
+                sums.add(out, weight)
+        return {**sums.floats(), "train_timesteps": float(num_t)}
 
     def _accumulate_grpo(self, batch: TrainBatch) -> dict[str, float]:
         s = self.settings
@@ -268,14 +268,15 @@ class Learner:
         num_samples = batch.trajectory_BSCHW.shape[0]
         global_samples = batch.global_num_samples or num_samples
         slices = self._micro_batches(num_samples)
-        sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
+        cond_all = batch.cond.to(device)
+        sums = _MetricSums(("loss", "policy_loss", "kl", "clip_fraction", "approx_kl"), device)
         for j, k in enumerate(steps):
             t, t_next = float(sigmas[k]), float(sigmas[k + 1])
             for sl in slices:
                 x_k = batch.trajectory_BSCHW[sl, k].to(device, torch.float32)
                 x_next = batch.trajectory_BSCHW[sl, k + 1].to(device, torch.float32)
                 t_B = torch.full((x_k.shape[0],), t, device=device)
-                cond = batch.cond.index(list(range(sl.start, sl.stop))).to(device)
+                cond = cond_all.index(list(range(sl.start, sl.stop)))
                 v_theta = self._velocity("theta", x_k, t_B, cond)
                 mean, std = sde_mean_std(x_k, v_theta, t, t_next, s.grpo_noise_level, sigma_max)
                 log_prob = gaussian_log_prob(x_next, mean, std)
@@ -292,10 +293,8 @@ class Learner:
                 )
                 weight = (sl.stop - sl.start) / global_samples / len(steps)
                 (out.loss * weight).backward()
-                for key in sums:
-                    sums[key] += float(getattr(out, key).detach()) * weight
-        sums["train_timesteps"] = float(len(steps))
-        return sums
+                sums.add(out, weight)
+        return {**sums.floats(), "train_timesteps": float(len(steps))}
 
     # ---- checkpoint state ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -327,3 +326,20 @@ def hash_ints(*values: int) -> int:
 
     digest = hashlib.blake2b(b"".join(int(v).to_bytes(8, "little", signed=True) for v in values), digest_size=8)
     return int.from_bytes(digest.digest(), "little") & ((1 << 63) - 1)
+
+
+class _MetricSums:
+    """Weighted sums of a loss's metrics, kept on the device: reading each one as a float after every
+    micro-batch would make the host wait for the GPU there, so the loop could never queue work ahead
+    (the learner is launch-bound on small models). One read at the end of the step."""
+
+    def __init__(self, keys: tuple[str, ...], device: torch.device) -> None:
+        self.values = {k: torch.zeros((), dtype=torch.float64, device=device) for k in keys}
+
+    def add(self, out: object, weight: float) -> None:
+        for key, total in self.values.items():
+            total += torch.as_tensor(getattr(out, key)).detach().to(total.device, torch.float64) * weight
+
+    def floats(self) -> dict[str, float]:
+        keys = list(self.values)
+        return dict(zip(keys, torch.stack([self.values[k] for k in keys]).cpu().tolist(), strict=True))
