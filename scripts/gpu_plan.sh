@@ -123,7 +123,8 @@ PY
     # Session 6 on four GPUs, lanes pinned to their own cores (see lane()), from the committed base archive:
     #   s6a: issue 6's FLUX iteration, one scheme a GPU (eager: session 5's compiled run spent its 540 s before
     #        finishing an iteration), and seed 0 of the four key methods;
-    #   s6b: the rest of seed 0 and seed 1 of all six;  s6c: seed 2 of the four key methods and the audits.
+    #   s6b: the rest of seed 0 and seed 1 of all six;  s6c: seed 2 of the four key methods, the audits, the
+    #        fidelity bench, and the 16-step-proxy ablation.
     export BUDGET=${BUDGET:-110} AUDIT_ITERS=${AUDIT_ITERS:-6}
     flux() { ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 EAGER_COPIES=1 SCHEMES=$2 \
                lane "$1" "flux_$2" bash scripts/gpu_issue6.sh iteration-flux; }
@@ -134,8 +135,11 @@ PY
       s6b) cmp 0 "naive_quant:0 flow_grpo:0" & cmp 1 "solrl_fp8:1 naive_scaling:1" &
            cmp 2 "diffusionnft:1 solrl_nvfp4:1" & cmp 3 "naive_quant:1 flow_grpo:1" & ;;
       s6c) cmp 0 "solrl_fp8:2 naive_scaling:2" & cmp 1 "diffusionnft:2 solrl_nvfp4:2" &
-           AUDIT_METHODS="solrl_fp8 solrl_nvfp4" lane 2 lane2 bash scripts/gpu_issue7.sh audit &
-           lane 3 lane3 bash scripts/gpu_issue7.sh fidelity-bench audit-identity audit-bf16-proxy & ;;
+           # then the 16-step-proxy ablation (configs/compositional/solrl_fp8_16steps.yaml) where a lane has time left
+           (AUDIT_METHODS="solrl_fp8 solrl_nvfp4" lane 2 lane2 bash scripts/gpu_issue7.sh audit
+            cmp 2 "solrl_fp8_16steps:0") &
+           (lane 3 lane3 bash scripts/gpu_issue7.sh fidelity-bench audit-identity audit-bf16-proxy
+            cmp 3 "solrl_fp8_16steps:1") & ;;
     esac
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "<!-- analysis -->"
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-METHOD_ORDER = ("solrl_nvfp4", "solrl_fp8", "naive_quant", "naive_scaling", "diffusionnft", "flow_grpo")
+METHOD_ORDER = ("solrl_nvfp4", "solrl_fp8", "solrl_fp8_16steps", "naive_quant", "naive_scaling", "diffusionnft", "flow_grpo")
 PARTIAL, STRICT = "eval_reward_geneval_rules", "eval_reward_geneval_rules_strict"
 PLOTS = ("reward_vs_wallclock.png", "reward_vs_wallclock_warm.png", "reward_vs_iteration.png", "strict_vs_wallclock.png",
          "per_category.png")

@@ -160,10 +160,17 @@ def test_warmup_excluded_clock_and_plateaued_baseline(tmp_path: Path):
     assert run.warmup_seconds() == pytest.approx(40.0) and run.seconds_per_iteration() == pytest.approx(10.0)
     assert run.series(cv.partial_score, "seconds")[0].tolist() == [0.0, 90.0, 130.0]
     assert run.series(cv.partial_score, "steady")[0].tolist() == [0.0, 50.0, 90.0]
-    plain, steady = (cv.compare(stats, "diffusionnft", "diffusionnft", clock) for clock in cv.CLOCKS)
+    plain, steady, by_iteration = (cv.compare(stats, "diffusionnft", "diffusionnft", clock) for clock in cv.CLOCKS)
     assert plain.baseline_seconds == pytest.approx(20.0) and plain.speedup("diffusionnft") == pytest.approx(1.0)
     assert plain.reach["solrl_fp8"] == pytest.approx(130.0) and steady.reach["solrl_fp8"] == pytest.approx(90.0)
     assert steady.speedup("solrl_fp8") == pytest.approx(20.0 / 90.0)
+    # The iteration clock ignores the warm-up: diffusionnft reaches 0.5 at its iteration 2, Sol-RL at 9; both are
+    # evaluated up to iteration 9 (Sol-RL's last), where both score 0.5.
+    assert by_iteration.baseline_seconds == pytest.approx(2.0) and by_iteration.reach["solrl_fp8"] == pytest.approx(9.0)
+    assert cv.common_iteration(stats) == 9.0
+    table = cv.iteration_table(stats, by_iteration, "diffusionnft", "diffusionnft", 9.0)
+    assert "| solrl_fp8 | 1 (0) | 9.0 | 0.22× | 0.5000 | +0.0 % |" in table
+    assert "| diffusionnft | 1 (0) | 2.0 | 1.00× | 0.5000 | +0.0 % |" in table
 
 
 def test_fidelity_ignores_nan_and_null(session: Path):
