@@ -128,18 +128,18 @@ PY
     export BUDGET=${BUDGET:-110} AUDIT_ITERS=${AUDIT_ITERS:-6}
     flux() { ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 EAGER_COPIES=1 SCHEMES=$2 \
                lane "$1" "flux_$2" bash scripts/gpu_issue6.sh iteration-flux; }
-    cmp() { JOBS="$2" lane "$1" "lane$1" bash scripts/gpu_issue7.sh compare; }
+    compare_on() { JOBS="$2" lane "$1" "lane$1" bash scripts/gpu_issue7.sh compare; }
     case "$1" in
       s6a) flux 0 solrl & flux 1 naive_scaling &
-           cmp 2 "solrl_fp8:0 naive_scaling:0" & cmp 3 "diffusionnft:0 solrl_nvfp4:0" & ;;
-      s6b) cmp 0 "naive_quant:0 flow_grpo:0" & cmp 1 "solrl_fp8:1 naive_scaling:1" &
-           cmp 2 "diffusionnft:1 solrl_nvfp4:1" & cmp 3 "naive_quant:1 flow_grpo:1" & ;;
-      s6c) cmp 0 "solrl_fp8:2 naive_scaling:2" & cmp 1 "diffusionnft:2 solrl_nvfp4:2" &
+           compare_on 2 "solrl_fp8:0 naive_scaling:0" & compare_on 3 "diffusionnft:0 solrl_nvfp4:0" & ;;
+      s6b) compare_on 0 "naive_quant:0 flow_grpo:0" & compare_on 1 "solrl_fp8:1 naive_scaling:1" &
+           compare_on 2 "diffusionnft:1 solrl_nvfp4:1" & compare_on 3 "naive_quant:1 flow_grpo:1" & ;;
+      s6c) compare_on 0 "solrl_fp8:2 naive_scaling:2" & compare_on 1 "diffusionnft:2 solrl_nvfp4:2" &
            # then the 16-step-proxy ablation (configs/compositional/solrl_fp8_16steps.yaml) where a lane has time left
            (AUDIT_METHODS="solrl_fp8 solrl_nvfp4" lane 2 lane2 bash scripts/gpu_issue7.sh audit
-            cmp 2 "solrl_fp8_16steps:0") &
+            compare_on 2 "solrl_fp8_16steps:0") &
            (lane 3 lane3 bash scripts/gpu_issue7.sh fidelity-bench audit-identity audit-bf16-proxy
-            cmp 3 "solrl_fp8_16steps:1") & ;;
+            compare_on 3 "solrl_fp8_16steps:1") & ;;
     esac
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;
