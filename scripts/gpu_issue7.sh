@@ -43,6 +43,15 @@ BASE_SET=${BASE:-}
 choose_base() { BASE=$BASE_SET; [ -n "$BASE" ] || { BASE="$RUNS/base"; [ -d "$BASE" ] || BASE="$RUNS/pretrain/model"; }; }
 mkdir -p "$OUT" "$RUNS/compare" "$RUNS/audit" "$RUNS/probe"
 log() { echo "[$TAG $(date +%H:%M:%S)] $*" | tee -a "$OUT/steps_$TAG.txt"; }
+# audit_run NAME PRESET [--set ...]: a fidelity-audit run (every iteration also samples all N in BF16) into
+# $RUNS/audit/NAME, logged to $OUT/audit_NAME.log
+audit_run() {
+  local name=$1 preset=$2; shift 2
+  rm -rf "$RUNS/audit/$name"
+  timeout ${RUN_TIMEOUT:-580} $SOLRL train -c "configs/compositional/$preset.yaml" -o "$RUNS/audit/$name" \
+    --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 --set eval.fidelity_audit_every=1 \
+    --set checkpoint.every=0 "$@" ${EXTRA:-} > "$OUT/audit_$name.log" 2>&1
+}
 
 for step in "$@"; do
   start=$(date +%s)
@@ -83,25 +92,15 @@ for step in "$@"; do
       done ;;
     audit)
       for m in ${AUDIT_METHODS:-solrl_fp8 solrl_nvfp4}; do
-        rm -rf "$RUNS/audit/$m"
-        timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/$m.yaml -o "$RUNS/audit/$m" \
-          --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 \
-          --set eval.fidelity_audit_every=1 --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_$m.log" 2>&1
+        audit_run "$m" "$m"
         log "audit $m rc=$?"
       done ;;
     audit-identity)
-      rm -rf "$RUNS/audit/identity_bf16"
-      timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/solrl_fp8.yaml -o "$RUNS/audit/identity_bf16" \
-        --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 --set name=identity_bf16 \
-        --set rollout.min_dim=1000000000 --set rollout.num_steps=16 --set eval.fidelity_audit_every=1 \
-        --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_identity.log" 2>&1
+      audit_run identity_bf16 solrl_fp8 --set name=identity_bf16 --set rollout.min_dim=1000000000 \
+        --set rollout.num_steps=16
       log "audit-identity rc=$?" ;;
     audit-bf16-proxy)
-      rm -rf "$RUNS/audit/bf16_proxy"
-      timeout ${RUN_TIMEOUT:-580} $SOLRL train -c configs/compositional/solrl_fp8.yaml -o "$RUNS/audit/bf16_proxy" \
-        --set model.path=$BASE --set iterations=${AUDIT_ITERS:-10} --set eval.every=0 --set name=bf16_proxy \
-        --set rollout.min_dim=1000000000 --set eval.fidelity_audit_every=1 \
-        --set checkpoint.every=0 ${EXTRA:-} > "$OUT/audit_bf16_proxy.log" 2>&1
+      audit_run bf16_proxy solrl_fp8 --set name=bf16_proxy --set rollout.min_dim=1000000000
       log "audit-bf16-proxy rc=$?" ;;
     fidelity-bench)
       for m in solrl_fp8 solrl_nvfp4; do

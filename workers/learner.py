@@ -330,8 +330,8 @@ def hash_ints(*values: int) -> int:
 
 class _MetricSums:
     """Weighted sums of a loss's metrics, kept on the device: reading each one as a float after every
-    micro-batch would make the host wait for the GPU there, so the loop could never queue work ahead
-    (the learner is launch-bound on small models). One read at the end of the step."""
+    micro-batch would make the host wait for the GPU there, so the loop could never queue work ahead (what
+    matters where kernel launches, not GEMMs, bound the step: small models). One read at the end of the step."""
 
     def __init__(self, keys: tuple[str, ...], device: torch.device) -> None:
         self.values = {k: torch.zeros((), dtype=torch.float64, device=device) for k in keys}
