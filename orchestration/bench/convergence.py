@@ -387,6 +387,28 @@ def iteration_table(stats: dict[str, MethodStats], cmp: Comparison, baseline: st
     return table(header, rows)
 
 
+def peak_of(curve: Curve | None) -> tuple[float, float] | None:
+    """(highest seed-mean score, the x where the curve first reaches it)."""
+    if curve is None or not len(curve.x):
+        return None
+    i = int(np.argmax(curve.mean))
+    return float(curve.mean[i]), float(curve.x[i])
+
+
+def peak_table(stats: dict[str, MethodStats]) -> str:
+    """Each method's best seed-mean held-out score and when it got there, against its final score: a run that
+    learns and then degrades ends below its peak, which the final-score columns alone hide."""
+    header = ["method", "seeds", "peak seed-mean held-out partial", "at t, warm-up excluded (s)",
+              "at iteration", "final (seed mean)", "final − peak"]
+    rows = []
+    for label, s in stats.items():
+        steady, by_iteration, final = peak_of(s.curves["steady"]), peak_of(s.curves["iteration"]), s.final_mean
+        drop = final - steady[0] if steady and final is not None else None
+        rows.append([label, seeds_cell(s.runs), fmt(steady[0] if steady else None), fmt(steady[1] if steady else None, ".1f"),
+                     fmt(by_iteration[1] if by_iteration else None, ".0f"), fmt(final), fmt(drop, "+.4f")])
+    return table(header, rows)
+
+
 def iteration_caption(cmp: Comparison, baseline: str, reference: str) -> str:
     return (f"The same runs on the iteration clock, which concurrent runs on one host cannot distort: iterations at "
             f"which the seed-mean curve first reaches {baseline}'s final partial score {fmt(cmp.target)} "
@@ -592,6 +614,9 @@ def build_markdown(sessions: Sequence[Session], out: Path, plots: Path, baseline
                       comparison),
              *section("Held-out score against iterations", iteration_caption(cmps["iteration"], baseline, reference),
                       iteration_table(stats, cmps["iteration"], baseline, reference, common_iteration(stats))),
+             *section("Peak against final", "The highest point of each method's seed-mean held-out curve "
+                      "(warm-up-excluded clock; the iteration is where the iteration-clock seed mean peaks) and how "
+                      "far the final evaluation fell below it.", peak_table(stats)),
              *section("Per category, partial score (final evaluation)", "Final held-out partial score per "
                       "GenEval category, mean ± std over seeds.", category_table(stats, strict=False)),
              *section("Per category, GenEval strict (final evaluation)", "Final held-out all-or-nothing "

@@ -244,3 +244,17 @@ def test_cli_pools_sessions(session: Path, tmp_path: Path):
     assert f"--runs {session} --runs {other}" in out.read_text()
     empty = CliRunner().invoke(app, ["report", "convergence", "--runs", str(tmp_path / "none"), "--out", str(out)])
     assert empty.exit_code == 2
+
+
+def test_peak_table_shows_a_run_that_degrades(tmp_path: Path):
+    root = tmp_path / "h200_2026-01-03"
+    # Seed means: 0.1, 0.3 at 20 s, 0.5 at 40 s (the peak), 0.2 at 60 s (the final).
+    for seed, pts in {0: [(0, 0.1), (20, 0.2), (40, 0.6), (60, 0.3)], 1: [(0, 0.1), (20, 0.4), (40, 0.4), (60, 0.1)]}.items():
+        write_run(root / "compare" / f"naive_scaling_s{seed}", {**NFT, "method": "naive_scaling", "seed": seed},
+                  timed(pts, 10.0))
+    stats = stats_of(root)
+    assert cv.peak_of(stats["naive_scaling"].curves["steady"]) == (pytest.approx(0.5), pytest.approx(40.0))
+    row = cv.peak_table(stats).splitlines()[2].split(" | ")
+    assert row[2:6] == ["0.5000", "40.0", "4", "0.2000"]
+    assert row[6].startswith("-0.3000")
+    assert cv.peak_of(None) is None
