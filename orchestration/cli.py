@@ -300,12 +300,15 @@ def report_convergence_cmd(
     baseline: Annotated[str, typer.Option(help="Method whose final score sets the time-to-reach target.")] = "diffusionnft",
     reference: Annotated[str, typer.Option(help="Method the final-score gap is measured against.")] = "naive_scaling",
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    threshold: Annotated[list[float] | None, typer.Option(
+        help="A held-out partial score to time every method to (repeatable): adds a time-to-score table.")] = None,
 ) -> None:
     """Held-out score against training time per method: tables, selection fidelity and plots."""
     from orchestration.bench.convergence import write_convergence_report
 
     try:
-        table = write_convergence_report(runs, out, plots, baseline=baseline, reference=reference, title=title)
+        table = write_convergence_report(runs, out, plots, baseline=baseline, reference=reference, title=title,
+                                         thresholds=threshold or ())
     except ValueError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None

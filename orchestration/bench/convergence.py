@@ -409,6 +409,31 @@ def peak_table(stats: dict[str, MethodStats]) -> str:
     return table(header, rows)
 
 
+def threshold_table(stats: dict[str, MethodStats], baseline: str, thresholds: Sequence[float]) -> str | None:
+    """Warm-up-excluded seconds and iterations for each method's seed-mean curve to first reach each fixed score,
+    with the speedup over ``baseline`` at that score: the race before the final scores, which a method that
+    plateaus or degrades never shows in the time-to-final columns."""
+    if not thresholds:
+        return None
+    header = ["method", "seeds"] + [f"to {t:g}: s, warm-up excluded (speedup vs {baseline})" for t in thresholds] + [
+        f"to {t:g}: iterations" for t in thresholds]
+
+    def reach(s: MethodStats | None, clock: str, score: float) -> float | None:
+        curve = s.curves[clock] if s else None
+        return first_reach(curve.x, curve.mean, score) if curve else None
+
+    rows = []
+    for label, s in stats.items():
+        seconds, iterations = [], []
+        for t in thresholds:
+            t_s, base_s, t_it = reach(s, "steady", t), reach(stats.get(baseline), "steady", t), reach(s, "iteration", t)
+            speedup = f" ({base_s / t_s:.2f}×)" if t_s and base_s is not None else ""
+            seconds.append("not reached" if t_s is None else f"{t_s:.1f}{speedup}")
+            iterations.append("not reached" if t_it is None else f"{t_it:.1f}")
+        rows.append([label, seeds_cell(s.runs), *seconds, *iterations])
+    return table(header, rows)
+
+
 def iteration_caption(cmp: Comparison, baseline: str, reference: str) -> str:
     return (f"The same runs on the iteration clock, which concurrent runs on one host cannot distort: iterations at "
             f"which the seed-mean curve first reaches {baseline}'s final partial score {fmt(cmp.target)} "
@@ -563,7 +588,7 @@ def write_plots(groups: dict[str, list[Run]], plots: Path) -> list[Path]:
 
 # ---- the report ------------------------------------------------------------------------------------
 def command_line(runs: Sequence[Path], out: Path, plots: Path | None, baseline: str, reference: str,
-                 title: str | None) -> str:
+                 title: str | None, thresholds: Sequence[float] = ()) -> str:
     args = ["solrl", "report", "convergence"]
     for root in runs:
         args += ["--runs", str(root)]
@@ -573,6 +598,8 @@ def command_line(runs: Sequence[Path], out: Path, plots: Path | None, baseline: 
     args += ["--baseline", baseline, "--reference", reference]
     if title:
         args += ["--title", title]
+    for t in thresholds:
+        args += ["--threshold", f"{t:g}"]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -595,7 +622,7 @@ def section(title: str, caption: str, body: str | None) -> list[str]:
 
 
 def build_markdown(sessions: Sequence[Session], out: Path, plots: Path, baseline: str, reference: str,
-                   title: str, command: str) -> tuple[str, str]:
+                   title: str, command: str, thresholds: Sequence[float] = ()) -> tuple[str, str]:
     """The generated part of the report, and its comparison table alone (what the CLI prints)."""
     groups = group([r for ses in sessions for r in ses.runs])
     audits = group([r for ses in sessions for r in ses.audits])
@@ -617,6 +644,10 @@ def build_markdown(sessions: Sequence[Session], out: Path, plots: Path, baseline
              *section("Peak against final", "The highest point of each method's seed-mean held-out curve "
                       "(warm-up-excluded clock; the iteration is where the iteration-clock seed mean peaks) and how "
                       "far the final evaluation fell below it.", peak_table(stats)),
+             *section("Time to fixed scores", "First point at which each method's seed-mean held-out curve "
+                      "reaches each score given with --threshold (linear between evaluations), on the "
+                      "warm-up-excluded clock and the iteration clock.",
+                      threshold_table(stats, baseline, thresholds)),
              *section("Per category, partial score (final evaluation)", "Final held-out partial score per "
                       "GenEval category, mean ± std over seeds.", category_table(stats, strict=False)),
              *section("Per category, GenEval strict (final evaluation)", "Final held-out all-or-nothing "
@@ -646,15 +677,18 @@ def default_plots(out: Path) -> Path:
 
 def write_convergence_report(runs: Sequence[Path], out: Path, plots: Path | None = None,
                              baseline: str = "diffusionnft", reference: str = "naive_scaling",
-                             title: str | None = None) -> str:
+                             title: str | None = None, thresholds: Sequence[float] = ()) -> str:
     """Write the plots and the markdown (keeping the analysis after the marker); return the comparison table."""
+    for t in thresholds:
+        if not (math.isfinite(t) and 0.0 < t <= 1.0):
+            raise ValueError(f"--threshold {t:g} is not a held-out partial score; give a value in (0, 1], e.g. 0.15")
     sessions = [load_session(Path(root)) for root in runs]
     if not any(ses.runs for ses in sessions):
         raise ValueError(f"no timed runs (compare/<run>/metrics.jsonl) under {', '.join(map(str, runs))}")
     plots_dir = plots or default_plots(out)
-    command = command_line(runs, out, plots, baseline, reference, title)
+    command = command_line(runs, out, plots, baseline, reference, title, thresholds)
     markdown, comparison = build_markdown(sessions, out, plots_dir, baseline, reference, title or DEFAULT_TITLE,
-                                          command)
+                                          command, thresholds)
     write_plots(group([r for ses in sessions for r in ses.runs]), plots_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(merge_analysis(markdown, out.read_text() if out.exists() else None))

@@ -83,6 +83,16 @@ class RewardStack(nn.Module):
         return torch.cat(scores)
 
 
+def memory_note(device: torch.device) -> str:
+    """GPU memory in use, held by the allocator and at peak so far (GiB): what a phase log needs to tell an
+    out-of-memory failure from another one."""
+    if device.type != "cuda":
+        return ""
+    gib = 2**30
+    return (f"; GPU memory {torch.cuda.memory_allocated(device) / gib:.1f} GiB in use, "
+            f"{torch.cuda.memory_reserved(device) / gib:.1f} reserved, {torch.cuda.max_memory_allocated(device) / gib:.1f} peak")
+
+
 SCHEMES = ("solrl", "naive_scaling", "diffusionnft")  # Sol-RL, naive BF16 K-of-N, K-of-K
 
 
@@ -147,9 +157,14 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
         def phase(name: str, fn: Callable[[], object]) -> object:
             # logged as it ends: a 12B iteration's phases take minutes (compilation), and a run cut short by a
             # time limit should still say how far it got
+            if name == "learner_step" and dev.type == "cuda":
+                # Untimed, in every scheme: hand the sampling phases' cached blocks back to the driver first.
+                # At FLUX's size a full allocator cache likely left cuBLAS no device memory of its own (lazily
+                # loaded backward kernels): CUBLAS_STATUS_EXECUTION_FAILED in backward on an H200, session 6.
+                torch.cuda.empty_cache()
             phases[name], out = seconds_once(fn, dev)
-            log.info("%s iteration %d: %s %.2f s (%.0f s since start)", scheme, iteration, name, phases[name],
-                     time.perf_counter() - start)
+            log.info("%s iteration %d: %s %.2f s (%.0f s since start)%s", scheme, iteration, name, phases[name],
+                     time.perf_counter() - start, memory_note(dev))
             return out
 
         if scheme == "solrl":

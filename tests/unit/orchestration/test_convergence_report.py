@@ -258,3 +258,22 @@ def test_peak_table_shows_a_run_that_degrades(tmp_path: Path):
     assert row[2:6] == ["0.5000", "40.0", "4", "0.2000"]
     assert row[6].startswith("-0.3000")
     assert cv.peak_of(None) is None
+
+
+def test_threshold_table_and_its_command(session: Path, tmp_path: Path):
+    stats = stats_of(session)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in cv.threshold_table(stats, "diffusionnft", [0.5, 0.7]).splitlines()[2:]}
+    # Sol-RL crosses 0.5 at 27.27 s (see test_time_to_reach_speedup_and_gap), diffusionnft at 100 s; the seed
+    # mean of Sol-RL reaches 0.7 between 40 s (0.6833) and 60 s (0.8); diffusionnft never does.
+    assert rows["solrl_fp8"][2] == "27.3 (3.67×)"
+    assert rows["solrl_fp8"][3] == f"{40 + (0.7 - 0.68333333) / (0.8 - 0.68333333) * 20:.1f}"
+    assert rows["solrl_fp8"][4] == "2.7"  # 10 s an iteration, so the iteration clock is the seconds / 10
+    assert rows["diffusionnft"][2] == "100.0 (1.00×)" and rows["diffusionnft"][3] == "not reached"
+    assert cv.threshold_table(stats, "diffusionnft", []) is None
+    out = tmp_path / "report.md"
+    cv.write_convergence_report([session], out, tmp_path / "plots", thresholds=[0.5])
+    text = out.read_text()
+    assert "## Time to fixed scores" in text and "--threshold 0.5" in text
+    with pytest.raises(ValueError, match="--threshold 1.5"):
+        cv.write_convergence_report([session], out, tmp_path / "plots", thresholds=[1.5])
