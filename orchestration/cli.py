@@ -185,6 +185,8 @@ def bench_iteration_cmd(
     compile_learner: Annotated[bool, typer.Option("--compile-learner/--eager-learner",
                                                   help="torch.compile the learner's transformer.")] = False,
     compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
+    compile_scope: Annotated[str, typer.Option(help="full (one graph per sampling copy) or blocks (each transformer "
+                                               "block: regional, far shorter compiles at 12B).")] = "full",
     device: Annotated[str, typer.Option()] = "cuda",
     repeats: Annotated[int, typer.Option()] = 2,
     arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value.")] = None,
@@ -195,6 +197,8 @@ def bench_iteration_cmd(
     out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/bench/iteration"),
 ) -> None:
     """Seconds per phase of one Sol-RL iteration against naive BF16 K-of-N and K-of-K."""
+    if compile_scope not in ("full", "blocks"):
+        raise typer.BadParameter(f"--compile-scope must be full or blocks, got {compile_scope!r}")
     _setup_logging(True)  # each phase is logged as it ends: a 12B model's first iteration compiles for minutes
     from orchestration.bench.iteration import bench_iteration, rows_to_dicts, rows_to_markdown
     from orchestration.bench.report import write_report
@@ -204,14 +208,16 @@ def bench_iteration_cmd(
         write_report(out, f"One RL iteration: {arch} at {resolution} px, {num_selected} of {num_candidates}", table,
                      rows_to_dicts(rows), {"precision": precision, "explore_steps": explore_steps,
                                            "train_steps": train_steps, "micro_batch": micro_batch,
-                                           "compile_learner": compile_learner, "arch_overrides": _overrides(arch_set)})
+                                           "compile_learner": compile_learner, "compile_copies": compile_copies,
+                                           "compile_scope": compile_scope, "arch_overrides": _overrides(arch_set)})
         return table
 
     rows = bench_iteration(arch, resolution=resolution, num_candidates=num_candidates, num_selected=num_selected,
                            explore_steps=explore_steps, train_steps=train_steps, precision=precision,
                            sample_batch=sample_batch, lora_rank=lora_rank, micro_batch=micro_batch,
                            compile_learner=compile_learner, device=device,
-                           compile_copies=compile_copies, repeats=repeats, overrides=_overrides(arch_set),
+                           compile_copies=compile_copies, compile_scope=compile_scope, repeats=repeats,
+                           overrides=_overrides(arch_set),
                            schemes=_schemes(schemes), small_reward=small_reward, on_row=report)
     typer.echo(report(rows))
 

@@ -12,7 +12,8 @@
 #   2  both lanes: the comparison, seed 0 of all six presets (BUDGET, default 60 s each: three runs fit a lane)
 #   3  both lanes: seed 1 of the four key presets, then the fidelity audit of fp8, nvfp4 and of an identity proxy
 #   x4a, x4b, x4c  session 5's calls on four GPUs (three pretraining configurations and FLUX; two seeds; a third)
-#   s6a, s6b, s6c  the next session's calls on four GPUs with pinned lanes (see the case below)
+#   s6a, s6b, s6c  session 6's calls on four GPUs with pinned lanes (see the case below)
+#   s7a  the next session's issue-6 call: the rest of the FLUX iteration on four H200s (see the case below)
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
 R=${OUT:?run through the device tool, which sets OUT}
@@ -141,6 +142,23 @@ PY
            (lane 3 lane3 bash scripts/gpu_issue7.sh fidelity-bench audit-identity audit-bf16-proxy
             compare_on 3 "solrl_fp8_16steps:1") & ;;
     esac
+    wait ;;
+  s7a)
+    # Issue 6's FLUX iteration, the rest of it: four H200s, one FLUX bench per GPU (each needs ~107 GB of weights).
+    #   GPU 0: naive_scaling, eager (session 6's failed in its learner step: the bench now empties the allocator
+    #          cache before it and logs memory per phase);
+    #   GPU 1 and 2: solrl and naive_scaling with regionally compiled copies (COMPILE_SCOPE=blocks): the engine's
+    #          real speed, where session 6's eager FP8 was slower per step than BF16;
+    #   GPU 3: diffusionnft (24 of 24), eager, then solrl with an NVFP4-emulated stage 1, compiled by blocks.
+    flux7() {  # flux7 GPU SCHEME SUFFIX [VAR=value...]: the variables override the defaults
+      local gpu=$1 scheme=$2 suffix=$3; shift 3
+      (export ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
+       lane "$gpu" "flux_$scheme$suffix" bash scripts/gpu_issue6.sh iteration-flux); }
+    flux7 0 naive_scaling _eager EAGER_COPIES=1 &
+    flux7 1 solrl _blocks COMPILE_SCOPE=blocks &
+    flux7 2 naive_scaling _blocks COMPILE_SCOPE=blocks &
+    (flux7 3 diffusionnft _eager EAGER_COPIES=1 ITER_TIMEOUT=240
+     flux7 3 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4) &
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;
 esac

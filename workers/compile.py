@@ -16,10 +16,13 @@ CompileScope = Literal["full", "blocks"]
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")  # SD3 / SANA, and FLUX's two kinds
 
 
-def compile_model(model: nn.Module, scope: CompileScope = "full", mode: str | None = None) -> int:
-    """Compile ``model`` in place (state-dict keys unchanged); returns how many modules were compiled."""
+def compile_model(model: nn.Module, scope: CompileScope = "full", mode: str | None = None,
+                  dynamic: bool | None = None) -> int:
+    """Compile ``model`` in place (state-dict keys unchanged); returns how many modules were compiled.
+
+    ``dynamic=False`` keeps shapes static: a second batch size gets its own graph instead of a dynamic one."""
     if scope == "full":
-        model.compile(mode=mode)
+        model.compile(mode=mode, dynamic=dynamic)
         return 1
     if scope != "blocks":
         raise ValueError(f"compile scope must be full or blocks, got {scope!r}")
@@ -27,5 +30,5 @@ def compile_model(model: nn.Module, scope: CompileScope = "full", mode: str | No
     if not blocks:
         raise ValueError(f"{type(model).__name__} has none of {', '.join(BLOCK_LISTS)}: use compile scope full")
     for block in blocks:
-        block.compile(mode=mode)
+        block.compile(mode=mode, dynamic=dynamic)
     return len(blocks)

@@ -28,6 +28,7 @@ from torch import nn
 
 from orchestration.bench.arch import CONFIG_DIR, build_adapter, build_transformer, random_conditioning
 from orchestration.bench.timing import seconds_once
+from workers.compile import CompileScope, compile_model
 from workers.generation import PolicyCopy, PolicyWeights, SamplingSettings
 from workers.learner import Learner, LearnerSettings, TrainBatch
 from workers.models.base import Conditioning, ModelAdapter
@@ -105,7 +106,8 @@ def _extremes(scores: torch.Tensor, k: int) -> list[int]:
 def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_selected: int, explore_steps: int,
                     train_steps: int, precision: str, sample_batch: int, lora_rank: int, device: str,
                     micro_batch: int = 8, compile_learner: bool = False,
-                    compile_copies: bool = True, repeats: int = 2, overrides: dict | None = None,
+                    compile_copies: bool = True, compile_scope: CompileScope = "full", repeats: int = 2,
+                    overrides: dict | None = None,
                     schemes: tuple[str, ...] = SCHEMES,
                     small_reward: bool = False,
                     on_row: Callable[[list[IterationRow]], None] | None = None) -> list[IterationRow]:
@@ -129,7 +131,9 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
     if compile_copies:
         for copy_ in (lowp, bf16):
             # In place: set_policy's state-dict keys are unchanged. Static shapes: one graph per batch size.
-            copy_.transformer.compile(dynamic=False)
+            # "blocks" (regional) traces one block of each kind: what let the NVFP4-emulated FLUX rollout compile
+            # within a device call (session 4), where the whole model did not.
+            compile_model(copy_.transformer, compile_scope, dynamic=False)
     log.info("learner and sampling copies ready at %.0f s", time.perf_counter() - start)
     explore = SamplingSettings(num_steps=explore_steps, solver="dpm2")
     train = SamplingSettings(num_steps=train_steps, solver="dpm2")

@@ -61,6 +61,8 @@ def test_bench_iteration_schemes_option(tmp_path):
     assert [r["scheme"] for r in rows] == ["solrl", "naive_scaling"]
     bad = CliRunner().invoke(app, [*args, "--schemes", "solrl,grpo"])
     assert bad.exit_code != 0 and "unknown ['grpo']" in bad.output
+    bad_scope = CliRunner().invoke(app, [*args, "--compile-scope", "layers"])
+    assert bad_scope.exit_code != 0 and "--compile-scope must be full or blocks" in bad_scope.output
 
 
 def test_bench_fidelity_decomposes_the_proxy(tmp_path, tiny_paths):
