@@ -296,9 +296,12 @@ class Comparison:
         return 100.0 * (final - ref) / ref if final is not None and ref else None
 
 
-def compare(stats: dict[str, MethodStats], baseline: str, reference: str, clock: str = "seconds") -> Comparison:
+def compare(stats: dict[str, MethodStats], baseline: str, reference: str, clock: str = "seconds",
+            target: float | None = None) -> Comparison:
+    """Times to reach ``target`` (default: the baseline's final score) on ``clock``, with the baseline's own."""
     base, ref = stats.get(baseline), stats.get(reference)
-    target = base.final_mean if base else None
+    if target is None:
+        target = base.final_mean if base else None
     reach = {}
     for label, s in stats.items():
         curve = s.curves[clock]
@@ -417,18 +420,14 @@ def threshold_table(stats: dict[str, MethodStats], baseline: str, thresholds: Se
         return None
     header = ["method", "seeds"] + [f"to {t:g}: s, warm-up excluded (speedup vs {baseline})" for t in thresholds] + [
         f"to {t:g}: iterations" for t in thresholds]
-
-    def reach(s: MethodStats | None, clock: str, score: float) -> float | None:
-        curve = s.curves[clock] if s else None
-        return first_reach(curve.x, curve.mean, score) if curve else None
-
+    by_score = [(compare(stats, baseline, baseline, "steady", t), compare(stats, baseline, baseline, "iteration", t))
+                for t in thresholds]
     rows = []
     for label, s in stats.items():
         seconds, iterations = [], []
-        for t in thresholds:
-            t_s, base_s, t_it = reach(s, "steady", t), reach(stats.get(baseline), "steady", t), reach(s, "iteration", t)
-            speedup = f" ({base_s / t_s:.2f}×)" if t_s and base_s is not None else ""
-            seconds.append("not reached" if t_s is None else f"{t_s:.1f}{speedup}")
+        for steady, by_iteration in by_score:
+            t_s, speedup, t_it = steady.reach.get(label), steady.speedup(label), by_iteration.reach.get(label)
+            seconds.append("not reached" if t_s is None else f"{t_s:.1f}" + (f" ({speedup:.2f}×)" if speedup else ""))
             iterations.append("not reached" if t_it is None else f"{t_it:.1f}")
         rows.append([label, seeds_cell(s.runs), *seconds, *iterations])
     return table(header, rows)
