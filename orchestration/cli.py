@@ -105,6 +105,13 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
+def _compile_scope(value: str) -> str:
+    """--compile-scope of the bench commands, checked where it is parsed."""
+    if value not in ("full", "blocks"):
+        raise typer.BadParameter(f"--compile-scope must be full or blocks, got {value!r}")
+    return value
+
+
 @bench_app.command("rollout")
 def bench_rollout_cmd(
     arch: Annotated[str, typer.Option(help="sd35_medium, sd35_large, flux1_dev, sana_1600m")] = "sd35_medium",
@@ -118,8 +125,8 @@ def bench_rollout_cmd(
                                                           "CUDA graphs, max-autotune-no-cudagraphs).")] = None,
     min_dim: Annotated[int | None, typer.Option(help="Quantize layers with max(in, out) > min_dim (default: the "
                                                      "family's policy; 0 = every layer the skip list allows).")] = None,
-    compile_scope: Annotated[str, typer.Option(help="full (one graph) or blocks (each transformer block: "
-                                                    "much shorter compilation on deep models).")] = "full",
+    compile_scope: Annotated[str, typer.Option(callback=_compile_scope, help="full (one graph) or blocks (each "
+                                               "transformer block: much shorter compilation on deep models).")] = "full",
     device: Annotated[str, typer.Option()] = "cuda",
     repeats: Annotated[int, typer.Option()] = 3,
     arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value "
@@ -135,9 +142,6 @@ def bench_rollout_cmd(
         rows_to_markdown,
     )
 
-    if compile_scope not in ("full", "blocks"):
-        console.print(f"[red]--compile-scope must be full or blocks, got {compile_scope!r}[/red]")
-        raise typer.Exit(2)
     ceilings = measured_gemm_tflops(device)
     rows = bench_rollout(arch, resolution=resolution, steps=steps, batch=batch, modes=modes.split(","),
                          compile_engine=compile_engine, device=device, repeats=repeats,
@@ -185,8 +189,9 @@ def bench_iteration_cmd(
     compile_learner: Annotated[bool, typer.Option("--compile-learner/--eager-learner",
                                                   help="torch.compile the learner's transformer.")] = False,
     compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
-    compile_scope: Annotated[str, typer.Option(help="full (one graph per sampling copy) or blocks (each transformer "
-                                               "block: regional, far shorter compiles at 12B).")] = "full",
+    compile_scope: Annotated[str, typer.Option(callback=_compile_scope, help="full (one graph per sampling copy) or "
+                                               "blocks (each transformer block: regional, far shorter compiles at 12B).")
+                             ] = "full",
     device: Annotated[str, typer.Option()] = "cuda",
     repeats: Annotated[int, typer.Option()] = 2,
     arch_set: Annotated[list[str] | None, typer.Option("--arch-set", help="Config override key=value.")] = None,
@@ -197,8 +202,6 @@ def bench_iteration_cmd(
     out: Annotated[Path, typer.Option(help="Writes OUT.json and OUT.md.")] = Path("docs/results/bench/iteration"),
 ) -> None:
     """Seconds per phase of one Sol-RL iteration against naive BF16 K-of-N and K-of-K."""
-    if compile_scope not in ("full", "blocks"):
-        raise typer.BadParameter(f"--compile-scope must be full or blocks, got {compile_scope!r}")
     _setup_logging(True)  # each phase is logged as it ends: a 12B model's first iteration compiles for minutes
     from orchestration.bench.iteration import bench_iteration, rows_to_dicts, rows_to_markdown
     from orchestration.bench.report import write_report
