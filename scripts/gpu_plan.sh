@@ -14,6 +14,7 @@
 #   x4a, x4b, x4c  session 5's calls on four GPUs (three pretraining configurations and FLUX; two seeds; a third)
 #   s6a, s6b, s6c  session 6's calls on four GPUs with pinned lanes (see the case below)
 #   s7a  the next session's issue-6 call: the rest of the FLUX iteration on four H200s (see the case below)
+#   s7x2a, s7x2b  the same on two H200s, in two calls
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
 R=${OUT:?run through the device tool, which sets OUT}
@@ -159,6 +160,25 @@ PY
     flux7 2 naive_scaling _blocks COMPILE_SCOPE=blocks &
     (flux7 3 diffusionnft _eager EAGER_COPIES=1 ITER_TIMEOUT=240
      flux7 3 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4) &
+    wait ;;
+  s7x2a|s7x2b)
+    # The same on a two-H200 host (what session 7 was lent), two benches a GPU, one after the other:
+    #   s7x2a: GPU 0 solrl compiled by blocks, then diffusionnft eager; GPU 1 naive_scaling compiled by blocks, then
+    #          naive_scaling eager (the pair session 6 could not finish);
+    #   s7x2b: GPU 0 solrl with an NVFP4-emulated stage 1, compiled by blocks; GPU 1 solrl compiled by blocks with a
+    #          compiled learner (the iteration's largest phase).
+    flux7() {
+      local gpu=$1 scheme=$2 suffix=$3; shift 3
+      if [ $((limit - SECONDS)) -lt 90 ]; then echo "no time left for flux_$scheme$suffix" >> "$W/lanes.txt"; return; fi
+      (export ITER_TIMEOUT=$((limit - SECONDS - 5)) MICRO_BATCH=2 ITER_REPEATS=1 SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
+       lane "$gpu" "flux_$scheme$suffix" bash scripts/gpu_issue6.sh iteration-flux); }
+    if [ "$1" = s7x2a ]; then
+      (flux7 0 solrl _blocks COMPILE_SCOPE=blocks; flux7 0 diffusionnft _eager EAGER_COPIES=1) &
+      (flux7 1 naive_scaling _blocks COMPILE_SCOPE=blocks; flux7 1 naive_scaling _eager EAGER_COPIES=1) &
+    else
+      flux7 0 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4 &
+      flux7 1 solrl _blocks_learner COMPILE_SCOPE=blocks COMPILE_LEARNER=1 &
+    fi
     wait ;;
   *) echo "unknown call $1" >&2; exit 2 ;;
 esac
