@@ -188,6 +188,10 @@ def bench_iteration_cmd(
     micro_batch: Annotated[int, typer.Option(help="Learner samples per forward/backward (memory).")] = 8,
     compile_learner: Annotated[bool, typer.Option("--compile-learner/--eager-learner",
                                                   help="torch.compile the learner's transformer.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute block activations in the learner's backward (a 12B learner beside its copies needs it).")
+    ] = False,
     compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
     compile_scope: Annotated[str, typer.Option(callback=_compile_scope, help="full (one graph per sampling copy) or "
                                                "blocks (each transformer block: regional, far shorter compiles at 12B).")
@@ -212,13 +216,15 @@ def bench_iteration_cmd(
                      rows_to_dicts(rows), {"precision": precision, "explore_steps": explore_steps,
                                            "train_steps": train_steps, "micro_batch": micro_batch,
                                            "compile_learner": compile_learner, "compile_copies": compile_copies,
+                                           "gradient_checkpointing": gradient_checkpointing,
                                            "compile_scope": compile_scope, "arch_overrides": _overrides(arch_set)})
         return table
 
     rows = bench_iteration(arch, resolution=resolution, num_candidates=num_candidates, num_selected=num_selected,
                            explore_steps=explore_steps, train_steps=train_steps, precision=precision,
                            sample_batch=sample_batch, lora_rank=lora_rank, micro_batch=micro_batch,
-                           compile_learner=compile_learner, device=device,
+                           compile_learner=compile_learner, gradient_checkpointing=gradient_checkpointing,
+                           device=device,
                            compile_copies=compile_copies, compile_scope=compile_scope, repeats=repeats,
                            overrides=_overrides(arch_set),
                            schemes=_schemes(schemes), small_reward=small_reward, on_row=report)

@@ -4,7 +4,7 @@
 #   bash .whl/install-on-gpu.sh && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu_issue6.sh STEP...
 # STEP: tests | layer | rollout-{sd35m,sd35l,flux,sana} | iteration-{sd35m,flux}
 # iteration-* reads: SCHEMES (comma list), PRECISION (stage 1: fp8 or nvfp4), MICRO_BATCH, ITER_REPEATS,
-#   ITER_TIMEOUT, COMPILE_LEARNER=1, EAGER_COPIES=1 (no compiled sampling copies) or COMPILE_SCOPE=blocks
+#   ITER_TIMEOUT, COMPILE_LEARNER=1, GRAD_CKPT=1 (learner gradient checkpointing), EAGER_COPIES=1 (no compiled sampling copies) or COMPILE_SCOPE=blocks
 #   (regional compilation of the copies), TAG_SUFFIX (added to the output names, to tell variants apart)
 set -u
 OUT=${OUT:-/tmp/out}
@@ -32,7 +32,7 @@ for step in "$@"; do
     iteration-sd35m|iteration-flux)
       arch=sd35_medium; [ "$step" = iteration-flux ] && arch=flux1_dev
       timeout ${ITER_TIMEOUT:-300} $SOLRL bench iteration --arch $arch --resolution 512 --candidates 96 \
-             --selected 24 --explore-steps 6 --train-steps 10 --precision ${PRECISION:-fp8} --sample-batch ${SAMPLE_BATCH:-48} --micro-batch ${MICRO_BATCH:-8} --repeats ${ITER_REPEATS:-2} ${COMPILE_LEARNER:+--compile-learner} ${EAGER_COPIES:+--no-compile} ${COMPILE_SCOPE:+--compile-scope $COMPILE_SCOPE} \
+             --selected 24 --explore-steps 6 --train-steps 10 --precision ${PRECISION:-fp8} --sample-batch ${SAMPLE_BATCH:-48} --micro-batch ${MICRO_BATCH:-8} --repeats ${ITER_REPEATS:-2} ${COMPILE_LEARNER:+--compile-learner} ${GRAD_CKPT:+--gradient-checkpointing} ${EAGER_COPIES:+--no-compile} ${COMPILE_SCOPE:+--compile-scope $COMPILE_SCOPE} \
              ${SCHEMES:+--schemes $SCHEMES} \
              --out "$OUT/${step/-/_}${SCHEMES:+_${SCHEMES//,/_}}${TAG_SUFFIX:-}" \
              > "$OUT/${step/-/_}${SCHEMES:+_${SCHEMES//,/_}}${TAG_SUFFIX:-}.log" 2>&1 ;;

@@ -14,7 +14,7 @@
 #   x4a, x4b, x4c  session 5's calls on four GPUs (three pretraining configurations and FLUX; two seeds; a third)
 #   s6a, s6b, s6c  session 6's calls on four GPUs with pinned lanes (see the case below)
 #   s7a  the next session's issue-6 call: the rest of the FLUX iteration on four H200s (see the case below)
-#   s7x2a, s7x2b  the same on two H200s, in two calls
+#   s7x2a, s7x2b, s7x2c  the same on two H200s (s7x2c: after s7x2a's learner failures)
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
 R=${OUT:?run through the device tool, which sets OUT}
@@ -161,7 +161,7 @@ PY
     (flux7 3 diffusionnft _eager EAGER_COPIES=1 ITER_TIMEOUT=240
      flux7 3 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4) &
     wait ;;
-  s7x2a|s7x2b)
+  s7x2a|s7x2b|s7x2c)
     # The same on a two-H200 host (what session 7 was lent), two benches a GPU, one after the other:
     #   s7x2a: GPU 0 solrl compiled by blocks, then diffusionnft eager; GPU 1 naive_scaling compiled by blocks, then
     #          naive_scaling eager (the pair session 6 could not finish);
@@ -170,9 +170,23 @@ PY
     flux7() {
       local gpu=$1 scheme=$2 suffix=$3; shift 3
       if [ $((limit - SECONDS)) -lt 90 ]; then echo "no time left for flux_$scheme$suffix" >> "$W/lanes.txt"; return; fi
-      (export ITER_TIMEOUT=$((limit - SECONDS - 5)) MICRO_BATCH=2 ITER_REPEATS=1 SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
+      (export ITER_TIMEOUT=$((limit - SECONDS - 5)) MICRO_BATCH=${MICRO_BATCH:-2} ITER_REPEATS=1 SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
        lane "$gpu" "flux_$scheme$suffix" bash scripts/gpu_issue6.sh iteration-flux); }
-    if [ "$1" = s7x2a ]; then
+    # s7x2a's four benches all failed in their first learner step (CUBLAS_STATUS_EXECUTION_FAILED in backward, with
+    # 101.5 GiB in use and 113 reserved before it: the learner's activations for two 12B samples were the rest).
+    # s7x2c: micro-batch 1, and where a bench still fails, gradient checkpointing (GRAD_CKPT=1) at micro-batch 2;
+    #        then GPU 0 the NVFP4-emulated stage 1, GPU 1 diffusionnft (24 of 24), in what time is left.
+    done_or_ckpt() {  # done_or_ckpt GPU SCHEME SUFFIX VAR=value...: micro-batch 1, else checkpointing at 2
+      local gpu=$1 scheme=$2 suffix=$3; shift 3
+      flux7 "$gpu" "$scheme" "${suffix}_mb1" MICRO_BATCH=1 "$@"
+      [ -f "$W/flux_$scheme${suffix}_mb1/iteration_flux_$scheme${suffix}_mb1.json" ] || \
+        flux7 "$gpu" "$scheme" "${suffix}_ckpt" MICRO_BATCH=2 GRAD_CKPT=1 "$@"; }
+    if [ "$1" = s7x2c ]; then
+      (done_or_ckpt 0 solrl _blocks COMPILE_SCOPE=blocks
+       done_or_ckpt 0 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4) &
+      (done_or_ckpt 1 naive_scaling _blocks COMPILE_SCOPE=blocks
+       done_or_ckpt 1 diffusionnft _eager EAGER_COPIES=1) &
+    elif [ "$1" = s7x2a ]; then
       (flux7 0 solrl _blocks COMPILE_SCOPE=blocks; flux7 0 diffusionnft _eager EAGER_COPIES=1) &
       (flux7 1 naive_scaling _blocks COMPILE_SCOPE=blocks; flux7 1 naive_scaling _eager EAGER_COPIES=1) &
     else

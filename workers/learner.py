@@ -59,6 +59,9 @@ class LearnerSettings:
     grpo_kl_beta: float = 0.04
     grpo_noise_level: float = 0.7
     compile: bool = False  # torch.compile the trained transformer (one graph per adapter state)
+    # Recompute each block's activations in backward instead of keeping them: a 12B model's activations for two
+    # samples outgrow what an H200 has left beside its sampling copies (FLUX, session 7).
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -84,6 +87,14 @@ class Learner:
         self.seed = seed
         self.step = 0  # optimizer steps taken = policy version
         self.transformer: nn.Module = copy.deepcopy(adapter.transformer)
+        if settings.gradient_checkpointing:
+            enable = getattr(self.transformer, "enable_gradient_checkpointing", None)
+            if enable is None or not getattr(self.transformer, "_supports_gradient_checkpointing", False):
+                raise ValueError(f"train.gradient_checkpointing: {type(self.transformer).__name__} does not support "
+                                 "gradient checkpointing; set it to false")
+            # Backward recomputes a block with the adapter active then: the trained one, which active_adapter
+            # restores on exit, so the recomputed forward is the one that was differentiated.
+            enable()
         self._old: nn.Module | None = None
         self._ref: nn.Module | None = None
         if settings.lora:
