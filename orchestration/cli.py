@@ -192,6 +192,8 @@ def bench_iteration_cmd(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Recompute block activations in the learner's backward (a 12B learner beside its copies needs it).")
     ] = False,
+    learner_attention: Annotated[str, typer.Option(help="The learner's attention kernel: auto, flash, efficient, "
+                                                   "cudnn or math.")] = "auto",
     compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
     compile_scope: Annotated[str, typer.Option(callback=_compile_scope, help="full (one graph per sampling copy) or "
                                                "blocks (each transformer block: regional, far shorter compiles at 12B).")
@@ -217,6 +219,7 @@ def bench_iteration_cmd(
                                            "train_steps": train_steps, "micro_batch": micro_batch,
                                            "compile_learner": compile_learner, "compile_copies": compile_copies,
                                            "gradient_checkpointing": gradient_checkpointing,
+                                           "learner_attention": learner_attention,
                                            "compile_scope": compile_scope, "arch_overrides": _overrides(arch_set)})
         return table
 
@@ -224,6 +227,7 @@ def bench_iteration_cmd(
                            explore_steps=explore_steps, train_steps=train_steps, precision=precision,
                            sample_batch=sample_batch, lora_rank=lora_rank, micro_batch=micro_batch,
                            compile_learner=compile_learner, gradient_checkpointing=gradient_checkpointing,
+                           learner_attention=learner_attention,
                            device=device,
                            compile_copies=compile_copies, compile_scope=compile_scope, repeats=repeats,
                            overrides=_overrides(arch_set),

@@ -201,6 +201,9 @@ class TrainSettings(_Strict):
     gradient_checkpointing: bool = Field(
         False, description="Recompute each transformer block's activations in backward (about a third more learner "
         "time, far less memory): for 12B models beside their sampling copies on one GPU.")
+    attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = Field(
+        "auto", description="The learner's attention kernel (auto: torch's choice); pins one where the default "
+        "kernel fails or is slow on a GPU.")
 
 
 class EvalConfig(_Strict):

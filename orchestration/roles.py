@@ -185,7 +185,7 @@ def learner_settings(cfg: TrainJobConfig) -> LearnerSettings:
         old_decay_type=t.old_decay_type, ema_decay=t.ema_decay, nft_beta=t.nft.beta, nft_kl_beta=t.nft.kl_beta,
         adv_clip=t.nft.adv_clip, grpo_clip_range=t.grpo.clip_range, grpo_kl_beta=t.grpo.kl_beta,
         grpo_noise_level=t.grpo.noise_level, compile=t.compile,
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=t.gradient_checkpointing, attention_backend=t.attention_backend,
     )
 
 

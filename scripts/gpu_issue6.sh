@@ -32,7 +32,7 @@ for step in "$@"; do
     iteration-sd35m|iteration-flux)
       arch=sd35_medium; [ "$step" = iteration-flux ] && arch=flux1_dev
       timeout ${ITER_TIMEOUT:-300} $SOLRL bench iteration --arch $arch --resolution 512 --candidates 96 \
-             --selected 24 --explore-steps 6 --train-steps 10 --precision ${PRECISION:-fp8} --sample-batch ${SAMPLE_BATCH:-48} --micro-batch ${MICRO_BATCH:-8} --repeats ${ITER_REPEATS:-2} ${COMPILE_LEARNER:+--compile-learner} ${GRAD_CKPT:+--gradient-checkpointing} ${EAGER_COPIES:+--no-compile} ${COMPILE_SCOPE:+--compile-scope $COMPILE_SCOPE} \
+             --selected 24 --explore-steps 6 --train-steps 10 --precision ${PRECISION:-fp8} --sample-batch ${SAMPLE_BATCH:-48} --micro-batch ${MICRO_BATCH:-8} --repeats ${ITER_REPEATS:-2} ${COMPILE_LEARNER:+--compile-learner} ${GRAD_CKPT:+--gradient-checkpointing} ${LEARNER_ATTN:+--learner-attention $LEARNER_ATTN} ${EAGER_COPIES:+--no-compile} ${COMPILE_SCOPE:+--compile-scope $COMPILE_SCOPE} \
              ${SCHEMES:+--schemes $SCHEMES} \
              --out "$OUT/${step/-/_}${SCHEMES:+_${SCHEMES//,/_}}${TAG_SUFFIX:-}" \
              > "$OUT/${step/-/_}${SCHEMES:+_${SCHEMES//,/_}}${TAG_SUFFIX:-}.log" 2>&1 ;;

@@ -161,7 +161,7 @@ PY
     (flux7 3 diffusionnft _eager EAGER_COPIES=1 ITER_TIMEOUT=240
      flux7 3 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4) &
     wait ;;
-  s7x2a|s7x2b|s7x2c)
+  s7x2a|s7x2b|s7x2c|s7x2d)
     # The same on a two-H200 host (what session 7 was lent), two benches a GPU, one after the other:
     #   s7x2a: GPU 0 solrl compiled by blocks, then diffusionnft eager; GPU 1 naive_scaling compiled by blocks, then
     #          naive_scaling eager (the pair session 6 could not finish);
@@ -181,7 +181,29 @@ PY
       flux7 "$gpu" "$scheme" "${suffix}_mb1" MICRO_BATCH=1 "$@"
       [ -f "$W/flux_$scheme${suffix}_mb1/iteration_flux_$scheme${suffix}_mb1.json" ] || \
         flux7 "$gpu" "$scheme" "${suffix}_ckpt" MICRO_BATCH=2 GRAD_CKPT=1 "$@"; }
-    if [ "$1" = s7x2c ]; then
+    # s7x2d: s7x2c failed the same way with micro-batch 1 and with checkpointing (an illegal memory access in the
+    #        learner's backward, not memory). Probes first (scripts/gpu_learner_probe.py: attention alone, then the
+    #        learner alone, per attention kernel), then the two schemes with the first kernel whose learner passed.
+    probe() {  # probe GPU KIND BACKEND [ENV=value...]
+      local gpu=$1 kind=$2 backend=$3; shift 3
+      mkdir -p "$W/probe"
+      env CUDA_VISIBLE_DEVICES=$gpu "$@" timeout 150 python3 scripts/gpu_learner_probe.py "$kind" "$backend" \
+        > "$W/probe/${kind}_$backend.log" 2>&1
+      grep -h "^probe " "$W/probe/${kind}_$backend.log" | tee -a "$W/probe/summary.txt"; }
+    if [ "$1" = s7x2d ]; then
+      (for b in auto flash efficient cudnn; do probe 0 sdpa $b; done
+       probe 0 learner auto CUDA_LAUNCH_BLOCKING=1; probe 0 learner flash) &
+      (probe 1 learner cudnn; probe 1 learner efficient) &
+      wait
+      pick=$(for b in flash cudnn efficient auto; do grep -q "^probe learner $b ok" "$W/probe/summary.txt" && echo $b && break; done)
+      echo "learner attention picked: ${pick:-none}" | tee -a "$W/probe/summary.txt"
+      if [ -n "$pick" ]; then
+        (flux7 0 solrl "_blocks_mb1_$pick" COMPILE_SCOPE=blocks MICRO_BATCH=1 LEARNER_ATTN=$pick
+         flux7 0 diffusionnft "_eager_mb1_$pick" EAGER_COPIES=1 MICRO_BATCH=1 LEARNER_ATTN=$pick) &
+        (flux7 1 naive_scaling "_blocks_mb1_$pick" COMPILE_SCOPE=blocks MICRO_BATCH=1 LEARNER_ATTN=$pick
+         flux7 1 solrl "_nvfp4_blocks_mb1_$pick" COMPILE_SCOPE=blocks PRECISION=nvfp4 MICRO_BATCH=1 LEARNER_ATTN=$pick) &
+      fi
+    elif [ "$1" = s7x2c ]; then
       (done_or_ckpt 0 solrl _blocks COMPILE_SCOPE=blocks
        done_or_ckpt 0 solrl _nvfp4_blocks COMPILE_SCOPE=blocks PRECISION=nvfp4) &
       (done_or_ckpt 1 naive_scaling _blocks COMPILE_SCOPE=blocks

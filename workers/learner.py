@@ -13,6 +13,7 @@ Legend: B samples, T trained timesteps, C/H/W latent dims.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -62,6 +63,24 @@ class LearnerSettings:
     # Recompute each block's activations in backward instead of keeping them: a 12B model's activations for two
     # samples outgrow what an H200 has left beside its sampling copies (FLUX, session 7).
     gradient_checkpointing: bool = False
+    # Which scaled-dot-product-attention kernel the learner's forward and backward use ("auto": torch's choice).
+    attention_backend: AttentionBackend = "auto"
+
+
+AttentionBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+
+
+def attention_backend(name: AttentionBackend) -> contextlib.AbstractContextManager:
+    """Restrict scaled_dot_product_attention to one kernel (``auto``: leave torch's choice)."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    if name not in kernels:
+        raise ValueError(f"train.attention_backend must be auto or one of {', '.join(kernels)}, got {name!r}")
+    return sdpa_kernel(kernels[name])
 
 
 @dataclass
@@ -176,10 +195,11 @@ class Learner:
     def train_step(self, batch: TrainBatch, iteration: int) -> dict[str, float]:
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.settings.objective == "nft":
-            metrics = self._accumulate_nft(batch, iteration)
-        else:
-            metrics = self._accumulate_grpo(batch)
+        with attention_backend(self.settings.attention_backend):  # backward (and its recomputation) inside too
+            if self.settings.objective == "nft":
+                metrics = self._accumulate_nft(batch, iteration)
+            else:
+                metrics = self._accumulate_grpo(batch)
         metrics = self._all_reduce(metrics)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.max_grad_norm)
         metrics["grad_norm"] = float(grad_norm)

@@ -106,6 +106,7 @@ def _extremes(scores: torch.Tensor, k: int) -> list[int]:
 def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_selected: int, explore_steps: int,
                     train_steps: int, precision: str, sample_batch: int, lora_rank: int, device: str,
                     micro_batch: int = 8, compile_learner: bool = False, gradient_checkpointing: bool = False,
+                    learner_attention: str = "auto",
                     compile_copies: bool = True, compile_scope: CompileScope = "full", repeats: int = 2,
                     overrides: dict | None = None,
                     schemes: tuple[str, ...] = SCHEMES,
@@ -123,7 +124,8 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
     reward = RewardStack(dev, small=small_reward)
     learner = Learner(adapter, LearnerSettings(lora_rank=lora_rank, lora_alpha=2.0 * lora_rank,
                                                      micro_batch_size=micro_batch, compile=compile_learner,
-                                                     gradient_checkpointing=gradient_checkpointing), seed=0)
+                                                     gradient_checkpointing=gradient_checkpointing,
+                                                     attention_backend=learner_attention), seed=0)
     lowp = PolicyCopy(adapter, precision, batch_size=sample_batch)
     # One BF16 copy serves both batch sizes (all N, and the K regenerated): a second copy of a 12B model's weights
     # does not fit on one GPU beside the learner.
