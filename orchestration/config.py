@@ -202,8 +202,8 @@ class TrainSettings(_Strict):
         False, description="Recompute each transformer block's activations in backward (about a third more learner "
         "time, far less memory): for 12B models beside their sampling copies on one GPU.")
     attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = Field(
-        "auto", description="The learner's attention kernel (auto: torch's choice); pins one where the default "
-        "kernel fails or is slow on a GPU.")
+        "auto", description="The learner's attention kernel. auto: torch's choice among flash, efficient and math "
+        "(cuDNN's backward failed in FLUX's learner on an H200); the others pin one kernel.")
 
 
 class EvalConfig(_Strict):

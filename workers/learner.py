@@ -63,7 +63,7 @@ class LearnerSettings:
     # Recompute each block's activations in backward instead of keeping them: a 12B model's activations for two
     # samples outgrow what an H200 has left beside its sampling copies (FLUX, session 7).
     gradient_checkpointing: bool = False
-    # Which scaled-dot-product-attention kernel the learner's forward and backward use ("auto": torch's choice).
+    # The scaled-dot-product-attention kernel of the learner's forward and backward ("auto": see attention_backend).
     attention_backend: AttentionBackend = "auto"
 
 
@@ -71,13 +71,18 @@ AttentionBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
 
 
 def attention_backend(name: AttentionBackend) -> contextlib.AbstractContextManager:
-    """Restrict scaled_dot_product_attention to one kernel (``auto``: leave torch's choice)."""
-    if name == "auto":
-        return contextlib.nullcontext()
+    """Restrict scaled_dot_product_attention to one kernel.
+
+    ``auto`` is torch's choice without cuDNN's kernel: on an H200 (torch 2.11, CUDA 13) cuDNN's attention
+    backward failed inside FLUX.1-dev's learner step (``mha_graph.execute`` under CUDA_LAUNCH_BLOCKING, cuBLAS
+    errors and illegal accesses after it otherwise), where flash and memory-efficient attention passed
+    (docs/results/iteration.md, session 7). ``cudnn`` still selects it."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     kernels = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    if name == "auto":
+        return sdpa_kernel([kernels["flash"], kernels["efficient"], kernels["math"]])
     if name not in kernels:
         raise ValueError(f"train.attention_backend must be auto or one of {', '.join(kernels)}, got {name!r}")
     return sdpa_kernel(kernels[name])
