@@ -199,8 +199,8 @@ class TrainSettings(_Strict):
         False, description="torch.compile the learner's transformer (one graph per adapter state: trained, old, "
         "reference); for GPUs: ignored on CPU.")
     gradient_checkpointing: bool = Field(
-        False, description="Recompute each transformer block's activations in backward (about a third more learner "
-        "time, far less memory): for 12B models beside their sampling copies on one GPU.")
+        False, description="Recompute each transformer block's activations in backward (one more forward of the "
+        "trained policy per backward, far less activation memory): for large micro-batches of 12B models.")
     attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = Field(
         "auto", description="The learner's attention kernel. auto: torch's choice among flash, efficient and math "
         "(cuDNN's backward failed in FLUX's learner on an H200); the others pin one kernel.")
