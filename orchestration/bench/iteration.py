@@ -165,9 +165,9 @@ def bench_iteration(arch: str, *, resolution: int, num_candidates: int, num_sele
             # logged as it ends: a 12B iteration's phases take minutes (compilation), and a run cut short by a
             # time limit should still say how far it got
             if name == "learner_step" and dev.type == "cuda":
-                # Untimed, in every scheme: hand the sampling phases' cached blocks back to the driver first.
-                # At FLUX's size a full allocator cache likely left cuBLAS no device memory of its own (lazily
-                # loaded backward kernels): CUBLAS_STATUS_EXECUTION_FAILED in backward on an H200, session 6.
+                # Untimed, in every scheme: the sampling phases' cached blocks go back to the driver, so each
+                # scheme's learner starts from the same allocator state. (Added while chasing FLUX's cuBLAS errors
+                # in backward, which were cuDNN attention's: see train.attention_backend.)
                 torch.cuda.empty_cache()
             phases[name], out = seconds_once(fn, dev)
             log.info("%s iteration %d: %s %.2f s (%.0f s since start)%s", scheme, iteration, name, phases[name],
