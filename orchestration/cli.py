@@ -105,6 +105,18 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
+def _learner_attention(value: str) -> str:
+    """--learner-attention of bench iteration, checked where it is parsed (the learner runs minutes later)."""
+    from typing import get_args
+
+    from workers.learner import AttentionBackend
+
+    valid = get_args(AttentionBackend)
+    if value not in valid:
+        raise typer.BadParameter(f"must be one of {', '.join(valid)}, got {value!r}")
+    return value
+
+
 def _compile_scope(value: str) -> str:
     """--compile-scope of the bench commands, checked where it is parsed."""
     if value not in ("full", "blocks"):
@@ -192,8 +204,8 @@ def bench_iteration_cmd(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Recompute block activations in the learner's backward (a 12B learner beside its copies needs it).")
     ] = False,
-    learner_attention: Annotated[str, typer.Option(help="The learner's attention kernel: auto, flash, efficient, "
-                                                   "cudnn or math.")] = "auto",
+    learner_attention: Annotated[str, typer.Option(callback=_learner_attention, help="The learner's attention "
+                                                   "kernel: auto, flash, efficient, cudnn or math.")] = "auto",
     compile_copies: Annotated[bool, typer.Option("--compile/--no-compile")] = True,
     compile_scope: Annotated[str, typer.Option(callback=_compile_scope, help="full (one graph per sampling copy) or "
                                                "blocks (each transformer block: regional, far shorter compiles at 12B).")

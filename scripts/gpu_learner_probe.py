@@ -3,11 +3,11 @@ backward, every scheme and setting). One variant per process, since an illegal a
 
   python3 scripts/gpu_learner_probe.py sdpa BACKEND      # attention alone at FLUX's shape, forward and backward
   python3 scripts/gpu_learner_probe.py learner BACKEND   # the learner alone: 2 samples, micro-batch 1, LoRA r32
-
-  python3 scripts/gpu_learner_probe.py timing BACKEND   # learner steps of 8 samples: micro-batch 2 (warm-up, then
+  python3 scripts/gpu_learner_probe.py timing BACKEND    # learner steps of 8 samples: micro-batch 2 (warm-up, then
                                                          # timed), 1, and 2 again with memory-efficient attention
 
-BACKEND: auto, flash, efficient, cudnn, math. Prints one line: `probe KIND BACKEND ok SECONDS` or the error.
+BACKEND: auto, flash, efficient, cudnn, math. Ends with `probe KIND BACKEND ok SECONDS` or the error; `timing`
+prints a line per step before it.
 """
 
 from __future__ import annotations

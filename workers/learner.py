@@ -60,8 +60,8 @@ class LearnerSettings:
     grpo_kl_beta: float = 0.04
     grpo_noise_level: float = 0.7
     compile: bool = False  # torch.compile the trained transformer (one graph per adapter state)
-    # Recompute each block's activations in backward instead of keeping them: a 12B model's activations for two
-    # samples outgrow what an H200 has left beside its sampling copies (FLUX, session 7).
+    # Recompute each block's activations in backward instead of keeping them: one more forward, for micro-batches
+    # whose activations would not fit beside a 12B model's weights.
     gradient_checkpointing: bool = False
     # The scaled-dot-product-attention kernel of the learner's forward and backward ("auto": see attention_backend).
     attention_backend: AttentionBackend = "auto"
@@ -110,6 +110,7 @@ class Learner:
         self.settings = settings
         self.seed = seed
         self.step = 0  # optimizer steps taken = policy version
+        attention_backend(settings.attention_backend)  # an unknown kernel fails here, not at the first step
         self.transformer: nn.Module = copy.deepcopy(adapter.transformer)
         if settings.gradient_checkpointing:
             enable = getattr(self.transformer, "enable_gradient_checkpointing", None)

@@ -63,6 +63,9 @@ def test_bench_iteration_schemes_option(tmp_path):
     assert bad.exit_code != 0 and "unknown ['grpo']" in bad.output
     bad_scope = CliRunner().invoke(app, [*args, "--compile-scope", "layers"])
     assert bad_scope.exit_code != 0 and "--compile-scope must be full or blocks" in bad_scope.output
+    bad_kernel = CliRunner().invoke(app, [*args, "--learner-attention", "xformers"])
+    assert bad_kernel.exit_code != 0 and "Invalid value for '--learner-attention'" in bad_kernel.output
+    assert "xformers" in bad_kernel.output
 
 
 def test_bench_fidelity_decomposes_the_proxy(tmp_path, tiny_paths):

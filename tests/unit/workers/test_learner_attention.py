@@ -7,7 +7,9 @@ import torch
 
 from orchestration.config import ConfigError, parse_config
 from orchestration.roles import learner_settings
-from workers.learner import attention_backend
+from workers.learner import Learner, LearnerSettings, attention_backend
+from workers.models.loading import load_model
+from workers.models.tiny import ensure_tiny_model
 
 
 def _enabled() -> dict[str, bool]:
@@ -42,6 +44,13 @@ def test_unknown_kernel_names_the_field():
         attention_backend("xformers")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="attention_backend"):
         parse_config({"method": "solrl"}, ["train.attention_backend=xformers"])
+
+
+def test_learner_refuses_an_unknown_kernel_before_building(tiny_root):
+    adapter = load_model(ensure_tiny_model("sd3", tiny_root), height=32, width=32, max_sequence_length=8,
+                         dtype=torch.float32)
+    with pytest.raises(ValueError, match="train.attention_backend"):
+        Learner(adapter, LearnerSettings(lora_rank=4, lora_alpha=8, attention_backend="xformers"), seed=0)  # type: ignore[arg-type]
 
 
 def test_config_reaches_the_learner_settings():
