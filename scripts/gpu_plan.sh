@@ -14,7 +14,8 @@
 #   x4a, x4b, x4c  session 5's calls on four GPUs (three pretraining configurations and FLUX; two seeds; a third)
 #   s6a, s6b, s6c  session 6's calls on four GPUs with pinned lanes (see the case below)
 #   s7a  the next session's issue-6 call: the rest of the FLUX iteration on four H200s (see the case below)
-#   s7x2a, s7x2b, s7x2c  the same on two H200s (s7x2c: after s7x2a's learner failures)
+#   s7x2a, s7x2b, s7x2c, s7x2d  the same on two H200s (s7x2c after s7x2a's learner failures; s7x2d probes the
+#      learner per attention kernel, then benches with one that passes: what docs/results/iteration.md reports)
 # Whatever comes back lands in the device tool's $OUT: steps, logs and the packed run folders (15 MiB parts).
 set -u
 R=${OUT:?run through the device tool, which sets OUT}
@@ -44,6 +45,14 @@ lane() {  # lane GPU TAG STEP... (env for gpu_issue7.sh / gpu_issue6.sh set by t
 if [ ! -d runs/base ] && [ -d assets/compositional_base ] && [ "${1:-}" != 1 ] && [ "${1:-}" != 1b ] && [ "${1:-}" != x4a ]; then
   OUT=$W/setup TAG=setup bash scripts/gpu_issue7.sh use-archive
 fi
+# flux7 GPU SCHEME SUFFIX [VAR=value...]: one FLUX iteration bench (scripts/gpu_issue6.sh iteration-flux) in a lane,
+# timed out with the call's remaining time; the variables override the defaults. Session 7's calls use it.
+flux7() {
+  local gpu=$1 scheme=$2 suffix=$3; shift 3
+  if [ $((limit - SECONDS)) -lt 90 ]; then echo "no time left for flux_$scheme$suffix" >> "$W/lanes.txt"; return; fi
+  (export ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-$((limit - SECONDS - 5))} MICRO_BATCH=${MICRO_BATCH:-2} ITER_REPEATS=1 \
+     SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
+   lane "$gpu" "flux_$scheme$suffix" bash scripts/gpu_issue6.sh iteration-flux); }
 case "${1:?CALL: 1, 1b, 2 or 3}" in
   1)
     PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-450} lane 0 pretrain bash scripts/gpu_issue7.sh pretrain &
@@ -151,10 +160,6 @@ PY
     #   GPU 1 and 2: solrl and naive_scaling with regionally compiled copies (COMPILE_SCOPE=blocks): the engine's
     #          real speed, where session 6's eager FP8 was slower per step than BF16;
     #   GPU 3: diffusionnft (24 of 24), eager, then solrl with an NVFP4-emulated stage 1, compiled by blocks.
-    flux7() {  # flux7 GPU SCHEME SUFFIX [VAR=value...]: the variables override the defaults
-      local gpu=$1 scheme=$2 suffix=$3; shift 3
-      (export ITER_TIMEOUT=${FLUX_ITER_TIMEOUT:-540} MICRO_BATCH=2 ITER_REPEATS=1 SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
-       lane "$gpu" "flux_$scheme$suffix" bash scripts/gpu_issue6.sh iteration-flux); }
     flux7 0 naive_scaling _eager EAGER_COPIES=1 &
     flux7 1 solrl _blocks COMPILE_SCOPE=blocks &
     flux7 2 naive_scaling _blocks COMPILE_SCOPE=blocks &
@@ -167,13 +172,9 @@ PY
     #          naive_scaling eager (the pair session 6 could not finish);
     #   s7x2b: GPU 0 solrl with an NVFP4-emulated stage 1, compiled by blocks; GPU 1 solrl compiled by blocks with a
     #          compiled learner (the iteration's largest phase).
-    flux7() {
-      local gpu=$1 scheme=$2 suffix=$3; shift 3
-      if [ $((limit - SECONDS)) -lt 90 ]; then echo "no time left for flux_$scheme$suffix" >> "$W/lanes.txt"; return; fi
-      (export ITER_TIMEOUT=$((limit - SECONDS - 5)) MICRO_BATCH=${MICRO_BATCH:-2} ITER_REPEATS=1 SCHEMES=$scheme TAG_SUFFIX=$suffix "$@"
-       lane "$gpu" "flux_$scheme$suffix" bash scripts/gpu_issue6.sh iteration-flux); }
     # s7x2a's four benches all failed in their first learner step (CUBLAS_STATUS_EXECUTION_FAILED in backward, with
-    # 101.5 GiB in use and 113 reserved before it: the learner's activations for two 12B samples were the rest).
+    # 101.5 GiB in use and 113 reserved before it; taken then for the learner's activations, later traced to cuDNN
+    # attention's backward: docs/results/iteration.md).
     # s7x2c: micro-batch 1, and where a bench still fails, gradient checkpointing (GRAD_CKPT=1) at micro-batch 2;
     #        then GPU 0 the NVFP4-emulated stage 1, GPU 1 diffusionnft (24 of 24), in what time is left.
     done_or_ckpt() {  # done_or_ckpt GPU SCHEME SUFFIX VAR=value...: micro-batch 1, else checkpointing at 2
